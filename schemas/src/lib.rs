@@ -1,0 +1,20 @@
+//! Data contracts shared by every crate of the head-end.
+//!
+//! - [`obis`]: OBIS codes (IEC 62056-6-1) as used for channel identity.
+//! - [`reading`]: the stored reading row, its quality flags and source.
+//! - [`payload`]: the MQTT reading payload (JSON, described by `mqtt/reading.schema.json`).
+//! - [`inventory`]: the inventory CSV contract shared by `headend inventory import` and `meter-sim inventory`.
+//! - [`migrations`]: the numbered SQL migrations, embedded.
+//! - [`channel`]: the channel catalogue the migrations seed.
+
+pub mod channel;
+pub mod inventory;
+pub mod migrations;
+pub mod obis;
+pub mod payload;
+pub mod reading;
+
+pub use channel::{ChannelDef, ChannelKind, CHANNELS};
+pub use obis::ObisCode;
+pub use payload::{PayloadError, ReadingPayload};
+pub use reading::{MeterSerial, Quality, Reading, Source};
