@@ -1,0 +1,1 @@
+//! Inventory import (being written).
