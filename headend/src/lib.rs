@@ -3,3 +3,12 @@
 
 pub mod db;
 pub mod inventory;
+pub mod config;
+pub mod metrics;
+pub mod directory;
+pub mod ingest;
+pub mod writer;
+pub mod mqtt;
+pub mod maintenance;
+pub mod http;
+pub mod app;

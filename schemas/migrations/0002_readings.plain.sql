@@ -77,10 +77,15 @@ CREATE TABLE readings_hourly (
 );
 CREATE INDEX readings_hourly_hour_idx ON readings_hourly (hour);
 
--- Hours whose rollup is stale: the writer adds them in the same transaction as the readings, the
--- maintenance task recomputes and removes them (the analogue of TimescaleDB's invalidation log).
+-- Hours whose rollup is stale (the analogue of TimescaleDB's invalidation log). Each writer
+-- connection upserts (hour, its backend pid) in the same transaction as its readings, which locks
+-- that row until commit; the refresher deletes an hour's rows first (waiting for writers still
+-- holding them) and only then recomputes the hour with a snapshot that includes their commits.
+-- Keying by writer keeps parallel writers from waiting on each other's marks.
 CREATE TABLE rollup_pending (
-    hour  timestamptz PRIMARY KEY
+    hour    timestamptz NOT NULL,
+    writer  integer NOT NULL,
+    PRIMARY KEY (hour, writer)
 );
 
 CREATE FUNCTION headend_refresh_hour(h timestamptz) RETURNS bigint

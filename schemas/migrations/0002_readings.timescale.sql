@@ -41,7 +41,9 @@ SELECT add_continuous_aggregate_policy('readings_hourly',
 
 -- Kept so code and queries are the same on both paths; never filled with TimescaleDB.
 CREATE TABLE rollup_pending (
-    hour  timestamptz PRIMARY KEY
+    hour    timestamptz NOT NULL,
+    writer  integer NOT NULL,
+    PRIMARY KEY (hour, writer)
 );
 
 CREATE FUNCTION headend_ensure_partition(day date) RETURNS boolean

@@ -56,8 +56,15 @@ impl ChannelDef {
     }
 
     /// The physical value of a stored integer.
+    /// Divides for negative scalers, so the result is the double nearest the decimal (2297 with
+    /// scaler -1 is exactly the double printed as 229.7).
     pub fn to_physical(&self, stored: i64) -> f64 {
-        stored as f64 * 10f64.powi(i32::from(self.scaler))
+        let v = stored as f64;
+        if self.scaler < 0 {
+            v / 10f64.powi(-i32::from(self.scaler))
+        } else {
+            v * 10f64.powi(i32::from(self.scaler))
+        }
     }
 }
 
@@ -120,7 +127,7 @@ mod tests {
         let volt = by_id(5).expect("voltage");
         assert_eq!(volt.to_stored(230.14), Some(2301));
         assert_eq!(volt.to_stored(229.96), Some(2300));
-        assert!((volt.to_physical(2301) - 230.1).abs() < 1e-9);
+        assert_eq!(volt.to_physical(2301).to_string(), "230.1");
         assert_eq!(wh.to_stored(1e300), None);
     }
 }

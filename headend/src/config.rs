@@ -1,0 +1,326 @@
+//! The head-end's configuration: one typed struct per component, loaded from defaults, then a TOML
+//! file, then environment variables. Precedence, stated once: **env > file > defaults**, where env is
+//! `HEADEND_<SECTION>__<KEY>` (e.g. `HEADEND_WRITER__BATCH_ROWS=20000`) and the conventional
+//! `DATABASE_URL` / `MQTT_URL` fill `database.url` / `mqtt.url` unless a `HEADEND_` twin is set.
+//! `config/headend.example.toml` documents every setting.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::db::TimescaleMode;
+
+/// Everything the head-end reads at start-up.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeadendConfig {
+    pub database: DatabaseConfig,
+    pub mqtt: MqttConfig,
+    pub writer: WriterConfig,
+    pub ingest: IngestConfig,
+    pub storage: StorageConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+}
+
+/// PostgreSQL / TimescaleDB.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// libpq-style URL (`DATABASE_URL`).
+    pub url: String,
+    /// Use TimescaleDB: `auto` (where the extension can be created), `on` (required) or `off`.
+    pub timescale: TimescaleMode,
+    /// How long start-up waits for the database.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/headend".into(),
+            timescale: TimescaleMode::Auto,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The MQTT source.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Broker URL, `mqtt://host:port` (`MQTT_URL`).
+    pub url: String,
+    /// Client id of the persistent session; must be unique per replica and stable across restarts.
+    /// Empty: `headend-<hostname>`.
+    pub client_id: String,
+    /// Topic filter. `$share/<group>/meters/+/readings` spreads the load over replicas.
+    pub subscription: String,
+    /// Which topic level (0-based, after any `$share/<group>/` prefix) holds the meter serial; the
+    /// payload's `meter` must match it. `-1` disables the check.
+    pub topic_serial_level: i32,
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Largest MQTT packet accepted; larger ones break the connection, so keep it above the broker's
+    /// `message_size_limit`.
+    pub max_packet_bytes: usize,
+    /// Capacity of the client's request queue (acknowledgements travel through it).
+    pub request_queue: usize,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max_delay: Duration,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            url: "mqtt://127.0.0.1:1883".into(),
+            client_id: String::new(),
+            subscription: "meters/+/readings".into(),
+            topic_serial_level: 1,
+            keep_alive: Duration::from_secs(30),
+            max_packet_bytes: 1 << 20,
+            request_queue: 65_536,
+            reconnect_max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+impl MqttConfig {
+    /// The client id, with the hostname default applied.
+    pub fn effective_client_id(&self) -> String {
+        if !self.client_id.is_empty() {
+            return self.client_id.clone();
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "local".into());
+        format!("headend-{host}")
+    }
+}
+
+/// The batching database writer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriterConfig {
+    /// Database connections writing batches in parallel (1–4).
+    pub connections: usize,
+    /// A batch is written when it holds this many readings…
+    pub batch_rows: usize,
+    /// …or when its first message has waited this long.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// Messages queued between the MQTT source and the writer. When full, the source stops reading
+    /// from the broker (backpressure: the broker queues).
+    pub queue_messages: usize,
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            connections: 2,
+            batch_rows: 50_000,
+            max_wait: Duration::from_millis(200),
+            queue_messages: 100_000,
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the ingest path accepts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Oldest interval accepted, relative to now.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Furthest interval in the future accepted (meter clocks drift).
+    #[serde(with = "humantime_serde")]
+    pub max_future: Duration,
+    /// How long an unknown serial is remembered as unknown before the database is asked again.
+    #[serde(with = "humantime_serde")]
+    pub unknown_meter_ttl: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(400 * 86_400),
+            max_future: Duration::from_secs(3_600),
+            unknown_meter_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Storage maintenance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Plain PostgreSQL: daily partitions created this many days ahead.
+    pub partitions_ahead_days: u32,
+    /// Drop readings older than this (whole days/chunks). Absent: keep everything.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Duration>,
+    /// TimescaleDB: compress chunks older than this.
+    #[serde(with = "humantime_serde")]
+    pub compress_after: Duration,
+    /// How often partitions, retention and compression are looked after.
+    #[serde(with = "humantime_serde")]
+    pub maintenance_interval: Duration,
+    /// Plain PostgreSQL: how often the hourly rollup is brought up to date.
+    #[serde(with = "humantime_serde")]
+    pub rollup_interval: Duration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            partitions_ahead_days: 7,
+            retention: None,
+            compress_after: Duration::from_secs(7 * 86_400),
+            maintenance_interval: Duration::from_secs(300),
+            rollup_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The HTTP server (API, metrics, probes).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Longest period one readings request may span.
+    #[serde(with = "humantime_serde")]
+    pub max_query_span: Duration,
+    /// Most rows one readings request returns.
+    pub max_rows: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            max_query_span: Duration::from_secs(93 * 86_400),
+            max_rows: 100_000,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// Filter directives (`RUST_LOG` overrides).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+impl HeadendConfig {
+    /// Loads defaults, then `file` (when given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(file, "HEADEND_", CONVENTIONAL)
+    }
+
+    /// [`HeadendConfig::load`] with the environment names given (tests use private ones: the
+    /// process environment is shared by tests running in parallel).
+    fn load_with(file: Option<&Path>, prefix: &str, conventional: &'static [(&'static str, &'static str)]) -> Result<Self, ConfigError> {
+        let mut f = Figment::from(Serialized::defaults(HeadendConfig::default()));
+        if let Some(path) = file {
+            f = f.merge(Toml::file_exact(path));
+        }
+        let names: Vec<&str> = conventional.iter().map(|(env, _)| *env).collect();
+        f.merge(Env::raw().only(&names).map(move |k| {
+            conventional
+                .iter()
+                .find(|(env, _)| k.as_str().eq_ignore_ascii_case(env))
+                .map_or_else(|| k.as_str().to_owned().into(), |(_, key)| (*key).into())
+        }))
+        .merge(Env::prefixed(prefix).split("__"))
+        .extract()
+        .map_err(|e| ConfigError(Box::new(e)))
+    }
+}
+
+/// Conventional variables every binary honours, and the keys they fill.
+const CONVENTIONAL: &[(&str, &str)] = &[("DATABASE_URL", "database.url"), ("MQTT_URL", "mqtt.url")];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../config/headend.example.toml");
+    const TEST_CONVENTIONAL: &[(&str, &str)] =
+        &[("HESCONV_DATABASE_URL", "database.url"), ("HESCONV_MQTT_URL", "mqtt.url")];
+
+    #[test]
+    fn the_example_file_parses_and_equals_the_defaults() {
+        let cfg: HeadendConfig = Figment::from(Toml::string(EXAMPLE)).extract().expect("example parses");
+        let mut expected = HeadendConfig::default();
+        // The example shows a retention value commented in; everything else is the default.
+        expected.storage.retention = cfg.storage.retention;
+        assert_eq!(cfg, expected);
+    }
+
+    #[test]
+    fn env_overrides_file_and_conventional_urls_apply() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("h.toml", "[writer]\nbatch_rows = 10\nmax_wait = \"1s\"\n[mqtt]\nurl = \"mqtt://file:1\"\n")?;
+            jail.set_env("HESTEST_WRITER__BATCH_ROWS", "20");
+            jail.set_env("HESCONV_DATABASE_URL", "postgres://x@db/y");
+            jail.set_env("HESCONV_MQTT_URL", "mqtt://env:2");
+            let load = || HeadendConfig::load_with(Some(Path::new("h.toml")), "HESTEST_", TEST_CONVENTIONAL);
+            let cfg = load().map_err(|e| e.to_string())?;
+            assert_eq!(cfg.writer.batch_rows, 20);
+            assert_eq!(cfg.writer.max_wait, Duration::from_secs(1));
+            assert_eq!(cfg.database.url, "postgres://x@db/y");
+            assert_eq!(cfg.mqtt.url, "mqtt://env:2");
+            jail.set_env("HESTEST_DATABASE__URL", "postgres://z@db/w");
+            let cfg = load().map_err(|e| e.to_string())?;
+            assert_eq!(cfg.database.url, "postgres://z@db/w", "the HEADEND_ twin wins");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[writer]\nbatch_rowz = 10\n")?;
+            let err = HeadendConfig::load(Some(Path::new("bad.toml"))).expect_err("typo must fail");
+            assert!(err.to_string().contains("batch_rowz"), "{err}");
+            jail.create_file("bad2.toml", "[writer]\nmax_wait = \"soon\"\n")?;
+            assert!(HeadendConfig::load(Some(Path::new("bad2.toml"))).is_err());
+            Ok(())
+        });
+    }
+}

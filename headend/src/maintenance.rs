@@ -1,0 +1,170 @@
+//! Storage upkeep, on its own connection, never in the ingest path:
+//! - plain PostgreSQL: daily partitions created ahead, the hourly rollup brought up to date from
+//!   `rollup_pending`, partitions past the retention dropped;
+//! - TimescaleDB: compression and retention policies registered (the extension runs them, and its
+//!   continuous aggregate refreshes itself).
+//!
+//! Replicas coordinate with advisory locks: one refresher at a time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use schemas::migrations::Storage;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::StorageConfig;
+use crate::db;
+use crate::metrics::Metrics;
+
+/// Creates partitions for yesterday up to `ahead` days from today. Returns how many were new.
+pub async fn ensure_partitions(client: &Client, today: NaiveDate, ahead: u32) -> Result<u32, tokio_postgres::Error> {
+    let mut created = 0;
+    for offset in -1..=i64::from(ahead) {
+        let day = today + chrono::Duration::days(offset);
+        let new: bool = client.query_one("SELECT headend_ensure_partition($1)", &[&day]).await?.get(0);
+        created += u32::from(new);
+    }
+    Ok(created)
+}
+
+/// Recomputes every hour waiting in `rollup_pending`, oldest first, one transaction per hour.
+/// Returns how many hours were refreshed. Skips (returns 0) when another replica is at it.
+pub async fn refresh_rollup(client: &mut Client) -> Result<u64, tokio_postgres::Error> {
+    let locked: bool = client.query_one("SELECT pg_try_advisory_lock(hashtext('headend_rollup'))", &[]).await?.get(0);
+    if !locked {
+        return Ok(0);
+    }
+    let result = refresh_locked(client).await;
+    client.execute("SELECT pg_advisory_unlock(hashtext('headend_rollup'))", &[]).await?;
+    result
+}
+
+async fn refresh_locked(client: &mut Client) -> Result<u64, tokio_postgres::Error> {
+    let mut refreshed = 0;
+    loop {
+        let hours: Vec<chrono::DateTime<Utc>> = client
+            .query("SELECT DISTINCT hour FROM rollup_pending ORDER BY hour LIMIT 64", &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if hours.is_empty() {
+            return Ok(refreshed);
+        }
+        for h in hours {
+            let tx = client.transaction().await?;
+            // Delete first: waits for writers still holding a mark of this hour, so the refresh's
+            // snapshot (taken by the next statement) includes their rows.
+            tx.execute("DELETE FROM rollup_pending WHERE hour = $1", &[&h]).await?;
+            tx.query_one("SELECT headend_refresh_hour($1)", &[&h]).await?;
+            tx.commit().await?;
+            refreshed += 1;
+        }
+    }
+}
+
+/// Runs upkeep until cancelled. Errors are counted and logged; the loop goes on.
+pub async fn run(cfg: StorageConfig, url: String, storage: Storage, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let mut client: Option<Client> = None;
+    let mut last_upkeep: Option<tokio::time::Instant> = None;
+    let tick = if storage == Storage::Plain { cfg.rollup_interval.min(cfg.maintenance_interval) } else { cfg.maintenance_interval };
+    loop {
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            client = db::connect(&url).await.ok();
+        }
+        if let Some(c) = client.as_mut() {
+            let upkeep_due = last_upkeep.is_none_or(|t| t.elapsed() >= cfg.maintenance_interval);
+            let result = async {
+                if upkeep_due {
+                    upkeep(c, &cfg, storage, &metrics).await?;
+                    last_upkeep = Some(tokio::time::Instant::now());
+                }
+                if storage == Storage::Plain {
+                    let n = refresh_rollup(c).await?;
+                    metrics.rollup_hours_refreshed.inc_by(n);
+                }
+                Ok::<_, tokio_postgres::Error>(())
+            }
+            .await;
+            if let Err(e) = result {
+                metrics.maintenance_errors.inc();
+                tracing::warn!(error = %e, "maintenance failed; will retry");
+                client = None;
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(tick.max(Duration::from_millis(100))) => {}
+        }
+    }
+}
+
+async fn upkeep(c: &Client, cfg: &StorageConfig, storage: Storage, metrics: &Metrics) -> Result<(), tokio_postgres::Error> {
+    let today = Utc::now().date_naive();
+    match storage {
+        Storage::Plain => {
+            let n = ensure_partitions(c, today, cfg.partitions_ahead_days).await?;
+            metrics.partitions_created.inc_by(u64::from(n));
+            if let Some(keep) = cfg.retention {
+                let days = i64::try_from(keep.as_secs() / 86_400).unwrap_or(i64::MAX).max(1);
+                let cutoff = today - chrono::Duration::days(days);
+                let dropped: i32 = c.query_one("SELECT headend_drop_partitions_before($1)", &[&cutoff]).await?.get(0);
+                if dropped > 0 {
+                    tracing::info!(dropped, %cutoff, "partitions past retention dropped");
+                }
+            }
+        }
+        Storage::Timescale => {
+            let after = humantime::format_duration(cfg.compress_after).to_string();
+            c.execute(
+                "SELECT add_compression_policy('readings', $1::text::interval, if_not_exists => true)",
+                &[&after],
+            )
+            .await?;
+            if let Some(keep) = cfg.retention {
+                let keep = humantime::format_duration(keep).to_string();
+                c.execute("SELECT add_retention_policy('readings', $1::text::interval, if_not_exists => true)", &[&keep])
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::testdb::TestDb;
+
+    #[tokio::test]
+    async fn rollup_follows_inserts_and_late_data() {
+        let db = TestDb::new().await;
+        let mut c = db.migrated().await;
+        let day = NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
+        ensure_partitions(&c, day, 1).await.expect("partitions");
+        let insert = "INSERT INTO readings (ts, value, meter_id, channel_id, flags) VALUES ($1, $2, 1, 1, 0)";
+        let mark = "INSERT INTO rollup_pending (hour, writer) VALUES ($1, 1) ON CONFLICT DO NOTHING";
+        let h: chrono::DateTime<Utc> = "2026-11-20T10:00:00Z".parse().expect("ts");
+        for (min, v) in [(15, 100i64), (30, 130), (0, 90)] {
+            let ts = h + chrono::Duration::minutes(min);
+            c.execute(insert, &[&ts, &v]).await.expect("insert");
+        }
+        c.execute(mark, &[&h]).await.expect("mark");
+        assert_eq!(refresh_rollup(&mut c).await.expect("refresh"), 1);
+        let row = c
+            .query_one("SELECT samples, first_value, last_value, min_value, max_value FROM readings_hourly WHERE hour = $1", &[&h])
+            .await
+            .expect("rollup row");
+        assert_eq!((row.get::<_, i32>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (3, 90, 130));
+        assert_eq!((row.get::<_, i64>(3), row.get::<_, i64>(4)), (90, 130));
+        // Late reading for the same hour: marked again, the hour is recomputed.
+        c.execute(insert, &[&(h + chrono::Duration::minutes(45)), &150i64]).await.expect("late");
+        c.execute(mark, &[&h]).await.expect("mark");
+        assert_eq!(refresh_rollup(&mut c).await.expect("refresh"), 1);
+        let row = c.query_one("SELECT samples, last_value FROM readings_hourly WHERE hour = $1", &[&h]).await.expect("row");
+        assert_eq!((row.get::<_, i32>(0), row.get::<_, i64>(1)), (4, 150));
+        assert_eq!(refresh_rollup(&mut c).await.expect("refresh"), 0, "nothing pending");
+    }
+}

@@ -1,0 +1,281 @@
+//! The MQTT source: a persistent QoS 1 session (clean session off) with manual acknowledgements.
+//!
+//! Every received message becomes an [`Envelope`] for the writer; the acknowledgement (PUBACK) is
+//! sent only when the writer reports the batch holding it committed. Acknowledgements carry the
+//! connection generation (epoch) they arrived on: after a reconnect the broker redelivers whatever
+//! was not acknowledged, so tokens of an older connection are dropped rather than sent on the new
+//! one (their messages come again and are stored idempotently).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use schemas::payload::ReadingPayload;
+use schemas::reading::Source;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{IngestConfig, MqttConfig};
+use crate::directory::MeterDirectory;
+use crate::ingest::{self, DeadLetter, Window};
+use crate::metrics::Metrics;
+use crate::writer::{AckToken, Envelope, WriterHandle};
+
+/// A broker URL that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid MQTT URL {0:?}: expected mqtt://[user[:password]@]host[:port]")]
+pub struct BadUrl(String);
+
+/// Broker options from an `mqtt://` URL and the configuration.
+pub fn options(cfg: &MqttConfig) -> Result<MqttOptions, BadUrl> {
+    let bad = || BadUrl(cfg.url.clone());
+    let rest = cfg.url.strip_prefix("mqtt://").or_else(|| cfg.url.strip_prefix("tcp://")).ok_or_else(bad)?;
+    let rest = rest.trim_end_matches('/');
+    let (creds, hostport) = match rest.rsplit_once('@') {
+        Some((c, h)) => (Some(c), h),
+        None => (None, rest),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
+        None => (hostport, 1883),
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    let mut o = MqttOptions::new(cfg.effective_client_id(), host.trim_start_matches('[').trim_end_matches(']'), port);
+    o.set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(cfg.keep_alive)
+        .set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes)
+        .set_request_channel_capacity(cfg.request_queue)
+        .set_inflight(100);
+    if let Some(c) = creds {
+        let (u, p) = c.split_once(':').unwrap_or((c, ""));
+        o.set_credentials(u, p);
+    }
+    Ok(o)
+}
+
+/// Shared state other components read (readiness).
+#[derive(Default)]
+pub struct MqttState {
+    pub connected: std::sync::atomic::AtomicBool,
+    epoch: AtomicU64,
+}
+
+/// Runs the source until `shutdown`, then stops reading, lets the writer finish (dropping the
+/// handle it was given) and sends the acknowledgements of what it committed before disconnecting.
+/// `writer_done` turns true when the writer has committed everything.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    cfg: MqttConfig,
+    ingest: IngestConfig,
+    directory: Arc<MeterDirectory>,
+    writer: WriterHandle,
+    committed: mpsc::UnboundedReceiver<Vec<AckToken>>,
+    mut writer_done: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+    state: Arc<MqttState>,
+    shutdown: CancellationToken,
+) -> Result<(), BadUrl> {
+    let opts = options(&cfg)?;
+    let (client, mut eventloop) = AsyncClient::new(opts, cfg.request_queue);
+    let acker = tokio::spawn(acknowledge(client.clone(), committed, state.clone(), metrics.clone()));
+    let window = Window { max_age: ingest.max_age, max_future: ingest.max_future };
+    let mut source = Some(Intake { cfg: &cfg, window, directory, writer, metrics: metrics.clone() });
+    let mut delay = Duration::from_millis(100);
+    let mut drain_deadline = None;
+    loop {
+        let event = tokio::select! {
+            biased;
+            _ = shutdown.cancelled(), if source.is_some() => {
+                tracing::info!("stopping MQTT intake; flushing the writer before acknowledging");
+                source = None; // drops the writer handle: the writer flushes and finishes
+                drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(60));
+                continue;
+            }
+            changed = writer_done.wait_for(|d| *d), if source.is_none() => {
+                let _ = changed;
+                break;
+            }
+            _ = sleep_until_opt(drain_deadline) => {
+                tracing::warn!("writer did not finish in time; unacknowledged messages will be redelivered");
+                break;
+            }
+            ev = eventloop.poll() => ev,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                metrics.mqtt_messages.inc();
+                if let Some(intake) = &source {
+                    let epoch = state.epoch.load(Ordering::Acquire);
+                    if intake.handle(p, epoch).await.is_err() {
+                        break;
+                    }
+                }
+                // After shutdown began, publishes are left unacknowledged: the broker keeps them.
+            }
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                state.epoch.fetch_add(1, Ordering::AcqRel);
+                state.connected.store(true, Ordering::Release);
+                metrics.mqtt_connected.set(1);
+                delay = Duration::from_millis(100);
+                tracing::info!(session_present = ack.session_present, "connected to the broker");
+                // Subscribing again is harmless and covers a broker that lost the session.
+                if let Err(e) = client.try_subscribe(cfg.subscription.clone(), QoS::AtLeastOnce) {
+                    tracing::error!(error = %e, "could not queue the subscription");
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(s))) => {
+                tracing::info!(filter = %cfg.subscription, codes = ?s.return_codes, "subscribed");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                state.connected.store(false, Ordering::Release);
+                metrics.mqtt_connected.set(0);
+                metrics.mqtt_connection_errors.inc();
+                tracing::warn!(error = %e, retry_in = ?delay, "broker connection failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled(), if source.is_some() => {}
+                }
+                delay = (delay * 2).min(cfg.reconnect_max_delay);
+            }
+        }
+    }
+    // Let the acknowledgements drain through the event loop, then leave.
+    drop(source);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while !acker.is_finished() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                ev = eventloop.poll() => if ev.is_err() { break },
+            }
+        }
+    })
+    .await;
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    state.connected.store(false, Ordering::Release);
+    metrics.mqtt_connected.set(0);
+    Ok(())
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends PUBACKs for committed messages of the current connection.
+async fn acknowledge(
+    client: AsyncClient,
+    mut committed: mpsc::UnboundedReceiver<Vec<AckToken>>,
+    state: Arc<MqttState>,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(tokens) = committed.recv().await {
+        for t in tokens {
+            if t.epoch != state.epoch.load(Ordering::Acquire) {
+                metrics.mqtt_stale_acks.inc();
+                continue;
+            }
+            let mut p = Publish::new("", QoS::AtLeastOnce, Vec::<u8>::new());
+            p.pkid = t.pkid;
+            if client.ack(&p).await.is_err() {
+                return;
+            }
+            metrics.mqtt_acks.inc();
+        }
+    }
+}
+
+struct Intake<'a> {
+    cfg: &'a MqttConfig,
+    window: Window,
+    directory: Arc<MeterDirectory>,
+    writer: WriterHandle,
+    metrics: Arc<Metrics>,
+}
+
+impl Intake<'_> {
+    async fn handle(&self, p: Publish, epoch: u64) -> Result<(), crate::writer::WriterClosed> {
+        let ack = (p.qos != QoS::AtMostOnce).then_some(AckToken { epoch, pkid: p.pkid });
+        let origin: Arc<str> = Arc::from(p.topic.as_str());
+        let mut env = Envelope { rows: Vec::new(), dead: None, ack, sent: None, source: "mqtt", origin, raw: p.payload };
+        match self.classify(&env.origin, &env.raw).await {
+            Ok((rows, sent)) => {
+                self.metrics.readings_received.inc_by(rows.len() as u64);
+                env.rows = rows;
+                env.sent = sent;
+            }
+            Err((reason, detail)) => {
+                tracing::debug!(topic = %env.origin, reason, %detail, "message refused");
+                env.dead = Some(DeadLetter::new("mqtt", &env.origin, reason, detail, env.raw.clone()));
+            }
+        }
+        self.writer.send(env).await
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn classify(
+        &self,
+        topic: &str,
+        raw: &[u8],
+    ) -> Result<(Vec<schemas::Reading>, Option<chrono::DateTime<Utc>>), (&'static str, String)> {
+        let payload = ReadingPayload::parse(raw).map_err(|e| (e.reason(), e.to_string()))?;
+        if let Some(serial) = ingest::serial_in_topic(topic, self.cfg.topic_serial_level) {
+            if serial != payload.meter.as_str() {
+                return Err(("topic_mismatch", format!("topic names meter {serial:?} but the payload {}", payload.meter)));
+            }
+        }
+        let meter_id = loop {
+            match self.directory.resolve(payload.meter.as_str()).await {
+                Ok(Some(id)) => break id,
+                Ok(None) => return Err(("unknown_meter", format!("meter {} is not in the inventory", payload.meter))),
+                Err(e) => {
+                    // The database is down: neither store nor refuse; wait for it (backpressure).
+                    tracing::warn!(error = %e, "cannot resolve meter; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let rows = ingest::to_rows(&payload, meter_id, Source::Mqtt, Utc::now(), self.window)
+            .map_err(|r| (r.reason, r.detail))?;
+        Ok((rows, payload.sent))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(url: &str) -> MqttConfig {
+        MqttConfig { url: url.into(), client_id: "t".into(), ..MqttConfig::default() }
+    }
+
+    #[test]
+    fn urls() {
+        let o = options(&cfg("mqtt://127.0.0.1:18830")).expect("url");
+        assert_eq!(o.broker_address(), ("127.0.0.1".to_string(), 18830));
+        assert!(!o.clean_session());
+        let o = options(&cfg("mqtt://u:p@broker")).expect("url");
+        assert_eq!(o.broker_address(), ("broker".to_string(), 1883));
+        let login = o.credentials().expect("credentials");
+        assert_eq!((login.username.as_str(), login.password.as_str()), ("u", "p"));
+        for bad in ["http://x", "mqtt://", "mqtt://h:port", "h:1883"] {
+            assert!(options(&cfg(bad)).is_err(), "{bad}");
+        }
+    }
+}
