@@ -20,7 +20,8 @@ use crate::{db, maintenance, writer};
 /// A small pool for the API, readiness and meter look-ups (the writer has its own connections).
 pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
     let pg: tokio_postgres::Config = url.parse().context("database.url")?;
-    let mgr = Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let mgr =
+        Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(mgr)
         .max_size(size)
         .wait_timeout(Some(std::time::Duration::from_secs(5)))
@@ -41,9 +42,7 @@ pub async fn serve(
     let probe = db::connect_retrying(&cfg.database.url, cfg.database.connect_timeout)
         .await
         .context("connecting to the database")?;
-    let storage = db::storage(&probe)
-        .await?
-        .context("the database is not migrated: run `headend migrate` first")?;
+    let storage = db::storage(&probe).await?.context("the database is not migrated: run `headend migrate` first")?;
     drop(probe);
     tracing::info!(storage = storage.as_str(), "database ready");
 
@@ -86,9 +85,8 @@ pub async fn serve(
     ));
 
     let state = AppState { pool, metrics, mqtt: mqtt_state, accepting: accepting.clone(), cfg: cfg.http.clone() };
-    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.http.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(cfg.http.listen).await.with_context(|| format!("binding {}", cfg.http.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP listening");
     if let Some(tx) = bound {
@@ -147,7 +145,8 @@ mod tests {
 
     /// Publishes every payload with QoS 1 and waits for all PUBACKs.
     async fn publish_all(prefix: &str, msgs: &[(String, Vec<u8>)]) {
-        let cfg = crate::config::MqttConfig { url: mqtt_url(), client_id: format!("{prefix}-pub"), ..Default::default() };
+        let cfg =
+            crate::config::MqttConfig { url: mqtt_url(), client_id: format!("{prefix}-pub"), ..Default::default() };
         let mut o: MqttOptions = crate::mqtt::options(&cfg).expect("url");
         o.set_clean_session(true).set_manual_acks(false);
         let (client, mut el) = AsyncClient::new(o, 1000);
@@ -215,7 +214,11 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await; // SUBACK
 
         let now = chrono::Utc::now();
-        let ts = |i: i64| (now - chrono::Duration::hours(3) + chrono::Duration::minutes(15 * i)).format("%Y-%m-%dT%H:%M:00Z").to_string();
+        let ts = |i: i64| {
+            (now - chrono::Duration::hours(3) + chrono::Duration::minutes(15 * i))
+                .format("%Y-%m-%dT%H:%M:00Z")
+                .to_string()
+        };
         let topic = format!("{prefix}/meters/M1/readings");
         let good = |i: i64| {
             format!(r#"{{"meter":"M1","ts":"{}","values":{{"1.0.1.8.0":{},"1.0.32.7.0":229.7}}}}"#, ts(i), 1000 + i)
@@ -224,7 +227,10 @@ mod tests {
         let mut msgs: Vec<(String, Vec<u8>)> = (0..4).map(|i| (topic.clone(), good(i))).collect();
         msgs.push((topic.clone(), good(0))); // duplicate
         msgs.push((topic.clone(), b"{not json".to_vec()));
-        msgs.push((format!("{prefix}/meters/M2/readings"), br#"{"meter":"M2","ts":"2026-01-01T00:00:00Z","values":{"1.0.1.8.0":1}}"#.to_vec()));
+        msgs.push((
+            format!("{prefix}/meters/M2/readings"),
+            br#"{"meter":"M2","ts":"2026-01-01T00:00:00Z","values":{"1.0.1.8.0":1}}"#.to_vec(),
+        ));
         msgs.push((format!("{prefix}/meters/M9/readings"), good(5)));
         publish_all(&prefix, &msgs).await;
 
@@ -256,7 +262,8 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(30), server).await.expect("stops").expect("join").expect("serve ok");
 
         // Everything was acknowledged: the persistent session has nothing to redeliver.
-        let cfg = crate::config::MqttConfig { url: mqtt_url(), client_id: format!("{prefix}-headend"), ..Default::default() };
+        let cfg =
+            crate::config::MqttConfig { url: mqtt_url(), client_id: format!("{prefix}-headend"), ..Default::default() };
         let (client, mut el) = AsyncClient::new(crate::mqtt::options(&cfg).expect("url"), 10);
         let mut redelivered = 0;
         let _ = tokio::time::timeout(Duration::from_secs(2), async {

@@ -254,7 +254,11 @@ impl HeadendConfig {
 
     /// [`HeadendConfig::load`] with the environment names given (tests use private ones: the
     /// process environment is shared by tests running in parallel).
-    fn load_with(file: Option<&Path>, prefix: &str, conventional: &'static [(&'static str, &'static str)]) -> Result<Self, ConfigError> {
+    fn load_with(
+        file: Option<&Path>,
+        prefix: &str,
+        conventional: &'static [(&'static str, &'static str)],
+    ) -> Result<Self, ConfigError> {
         let mut f = Figment::from(Serialized::defaults(HeadendConfig::default()));
         if let Some(path) = file {
             f = f.merge(Toml::file_exact(path));
@@ -295,7 +299,10 @@ mod tests {
     #[test]
     fn env_overrides_file_and_conventional_urls_apply() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("h.toml", "[writer]\nbatch_rows = 10\nmax_wait = \"1s\"\n[mqtt]\nurl = \"mqtt://file:1\"\n")?;
+            jail.create_file(
+                "h.toml",
+                "[writer]\nbatch_rows = 10\nmax_wait = \"1s\"\n[mqtt]\nurl = \"mqtt://file:1\"\n",
+            )?;
             jail.set_env("HESTEST_WRITER__BATCH_ROWS", "20");
             jail.set_env("HESCONV_DATABASE_URL", "postgres://x@db/y");
             jail.set_env("HESCONV_MQTT_URL", "mqtt://env:2");

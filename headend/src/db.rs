@@ -150,10 +150,8 @@ async fn choose_storage(client: &mut Client, mode: TimescaleMode) -> Result<Stor
     if mode == TimescaleMode::Off {
         return Ok(Storage::Plain);
     }
-    let available = client
-        .query_opt("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'", &[])
-        .await?
-        .is_some();
+    let available =
+        client.query_opt("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'", &[]).await?.is_some();
     if !available {
         if mode == TimescaleMode::On {
             return Err(DbError::TimescaleUnavailable("not in pg_available_extensions".into()));
@@ -320,7 +318,10 @@ mod tests {
         .await
         .expect("row lands in the day's partition");
         let err = c
-            .execute("INSERT INTO readings (ts, value, meter_id, channel_id) VALUES ('2026-03-30T00:00:00Z', 1, 1, 1)", &[])
+            .execute(
+                "INSERT INTO readings (ts, value, meter_id, channel_id) VALUES ('2026-03-30T00:00:00Z', 1, 1, 1)",
+                &[],
+            )
             .await
             .expect_err("no partition for the next day yet");
         assert_eq!(err.code().map(|c| c.code()), Some("23514"));

@@ -169,8 +169,11 @@ async fn readings(
         Some(list) => Some(
             list.split(',')
                 .map(|o| {
-                    let code: ObisCode = o.trim().parse().map_err(|e: schemas::obis::ObisParseError| ApiError::bad(e.to_string()))?;
-                    channel::by_obis(&code).map(|c| c.id).ok_or_else(|| ApiError::bad(format!("OBIS code {code} is not a stored channel")))
+                    let code: ObisCode =
+                        o.trim().parse().map_err(|e: schemas::obis::ObisParseError| ApiError::bad(e.to_string()))?;
+                    channel::by_obis(&code)
+                        .map(|c| c.id)
+                        .ok_or_else(|| ApiError::bad(format!("OBIS code {code} is not a stored channel")))
                 })
                 .collect::<Result<_, _>>()?,
         ),
@@ -199,11 +202,22 @@ async fn readings(
         let id: i16 = r.get(0);
         let Some(ch) = channel::by_id(id) else { continue };
         if series.last().is_none_or(|x| x.obis != ch.obis.to_string()) {
-            series.push(Series { obis: ch.obis.to_string(), name: ch.name, unit: ch.unit, kind: ch.kind.as_str(), points: Vec::new() });
+            series.push(Series {
+                obis: ch.obis.to_string(),
+                name: ch.name,
+                unit: ch.unit,
+                kind: ch.kind.as_str(),
+                points: Vec::new(),
+            });
         }
         let (quality, source) = unpack_flags(r.get(3));
         if let Some(last) = series.last_mut() {
-            last.points.push(Point { ts: r.get(1), value: ch.to_physical(r.get(2)), quality: quality.names(), source: source.map(|s| s.as_str()) });
+            last.points.push(Point {
+                ts: r.get(1),
+                value: ch.to_physical(r.get(2)),
+                quality: quality.names(),
+                source: source.map(|s| s.as_str()),
+            });
         }
     }
     Ok(Json(ReadingsResponse { meter: serial.to_string(), from, to, series, truncated }))

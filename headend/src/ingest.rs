@@ -29,7 +29,13 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    pub fn new(source: &'static str, origin: &str, reason: &'static str, detail: impl Into<String>, payload: Bytes) -> Self {
+    pub fn new(
+        source: &'static str,
+        origin: &str,
+        reason: &'static str,
+        detail: impl Into<String>,
+        payload: Bytes,
+    ) -> Self {
         // PostgreSQL text cannot hold NUL; keep the rest as it was.
         let clean = |s: &str| s.replace('\0', "\u{FFFD}");
         DeadLetter { source, origin: clean(origin), reason, detail: clean(&detail.into()), payload }
@@ -70,14 +76,20 @@ pub fn to_rows(
     if p.ts < oldest || p.ts > newest {
         return Err(Refusal::new(
             "timestamp_out_of_range",
-            format!("ts {} is outside the accepted window [{}, {}]", p.ts.to_rfc3339(), oldest.to_rfc3339(), newest.to_rfc3339()),
+            format!(
+                "ts {} is outside the accepted window [{}, {}]",
+                p.ts.to_rfc3339(),
+                oldest.to_rfc3339(),
+                newest.to_rfc3339()
+            ),
         ));
     }
     let flags = pack_flags(p.status, source);
     let mut rows = Vec::with_capacity(p.values.len());
     for (obis, n) in &p.values {
-        let ch = channel::by_obis(obis)
-            .ok_or_else(|| Refusal::new("unknown_channel", format!("OBIS code {obis} is not in the channel catalogue")))?;
+        let ch = channel::by_obis(obis).ok_or_else(|| {
+            Refusal::new("unknown_channel", format!("OBIS code {obis} is not in the channel catalogue"))
+        })?;
         let impossible = |why: &str| Refusal::new("impossible_value", format!("{obis} = {}: {why}", fmt_number(*n)));
         let value = match (*n, ch.scaler) {
             (Number::Int(i), 0) => i,
@@ -132,7 +144,9 @@ mod tests {
 
     #[test]
     fn converts_values_with_the_channel_scaler() {
-        let p = payload(r#"{"meter":"A","ts":"2026-11-20T10:15:00Z","values":{"1.0.1.8.0":1234,"1.0.32.7.0":229.7},"status":["power_outage"]}"#);
+        let p = payload(
+            r#"{"meter":"A","ts":"2026-11-20T10:15:00Z","values":{"1.0.1.8.0":1234,"1.0.32.7.0":229.7},"status":["power_outage"]}"#,
+        );
         let rows = to_rows(&p, 7, Source::Mqtt, now(), W).expect("rows");
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].meter_id, rows[0].channel_id, rows[0].value), (7, 1, 1234));
@@ -145,12 +159,27 @@ mod tests {
     #[test]
     fn refuses_with_reasons() {
         let reason = |s: &str| to_rows(&payload(s), 1, Source::Mqtt, now(), W).expect_err("refused").reason;
-        assert_eq!(reason(r#"{"meter":"A","ts":"2026-11-18T10:15:00Z","values":{"1.0.1.8.0":1}}"#), "timestamp_out_of_range");
-        assert_eq!(reason(r#"{"meter":"A","ts":"2026-11-20T14:00:00Z","values":{"1.0.1.8.0":1}}"#), "timestamp_out_of_range");
+        assert_eq!(
+            reason(r#"{"meter":"A","ts":"2026-11-18T10:15:00Z","values":{"1.0.1.8.0":1}}"#),
+            "timestamp_out_of_range"
+        );
+        assert_eq!(
+            reason(r#"{"meter":"A","ts":"2026-11-20T14:00:00Z","values":{"1.0.1.8.0":1}}"#),
+            "timestamp_out_of_range"
+        );
         assert_eq!(reason(r#"{"meter":"A","ts":"2026-11-20T10:15:00Z","values":{"1.0.99.8.0":1}}"#), "unknown_channel");
-        assert_eq!(reason(r#"{"meter":"A","ts":"2026-11-20T10:15:00Z","values":{"1.0.1.8.0":-5}}"#), "impossible_value");
-        assert_eq!(reason(r#"{"meter":"A","ts":"2026-11-20T10:15:00Z","values":{"1.0.1.8.0":12.5}}"#), "impossible_value");
-        assert_eq!(reason(r#"{"meter":"A","ts":"2026-11-20T10:15:00Z","values":{"1.0.32.7.0":1e300}}"#), "impossible_value");
+        assert_eq!(
+            reason(r#"{"meter":"A","ts":"2026-11-20T10:15:00Z","values":{"1.0.1.8.0":-5}}"#),
+            "impossible_value"
+        );
+        assert_eq!(
+            reason(r#"{"meter":"A","ts":"2026-11-20T10:15:00Z","values":{"1.0.1.8.0":12.5}}"#),
+            "impossible_value"
+        );
+        assert_eq!(
+            reason(r#"{"meter":"A","ts":"2026-11-20T10:15:00Z","values":{"1.0.32.7.0":1e300}}"#),
+            "impossible_value"
+        );
         assert_eq!(
             reason(r#"{"meter":"A","ts":"2026-11-20T10:15:00Z","values":{"1.0.1.8.0":1000000000000000000}}"#),
             "impossible_value"
@@ -177,5 +206,63 @@ mod tests {
         assert_eq!(d.origin, "a\u{FFFD}b");
         assert_eq!(d.detail, "x\u{FFFD}y");
         assert_eq!(&d.payload[..], b"\0", "raw bytes are kept as they came");
+    }
+}
+
+/// Random and mutated inputs through the parser and the rules: the cheap, always-on sibling of the
+/// `mqtt_payload` fuzz target (`cargo xtask fuzz`).
+#[cfg(test)]
+mod robustness {
+    use super::*;
+    use crate::metrics::DEAD_LETTER_REASONS;
+
+    fn check(bytes: &[u8]) {
+        let now: DateTime<Utc> = "2026-11-20T12:00:00Z".parse().expect("time");
+        let w = Window { max_age: Duration::from_secs(400 * 86_400), max_future: Duration::from_secs(3600) };
+        match ReadingPayload::parse(bytes) {
+            Ok(p) => {
+                if let Err(r) = to_rows(&p, 1, Source::Mqtt, now, w) {
+                    assert!(DEAD_LETTER_REASONS.contains(&r.reason));
+                }
+            }
+            Err(e) => assert!(DEAD_LETTER_REASONS.contains(&e.reason())),
+        }
+    }
+
+    #[test]
+    fn never_panics_on_mutations_of_a_good_payload() {
+        let good = br#"{"meter":"SIM00000001","ts":"2026-11-20T10:15:00Z","values":{"1.0.1.8.0":1234567,"1.0.1.8.1":1000,"1.0.32.7.0":229.8},"status":["power_outage"],"sent":"2026-11-20T10:15:01.123Z"}"#;
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let mut b = good.to_vec();
+            for _ in 0..(next() % 6 + 1) {
+                let i = (next() as usize) % b.len();
+                match next() % 4 {
+                    0 => b[i] = next() as u8,
+                    1 => {
+                        b.remove(i);
+                    }
+                    2 => {
+                        const ALPHABET: &[u8] = b"{}[]\",:0-9eE.\\u";
+                        b.insert(i, ALPHABET[(next() % ALPHABET.len() as u64) as usize]);
+                    }
+                    _ => b.truncate(i),
+                }
+                if b.is_empty() {
+                    break;
+                }
+            }
+            check(&b);
+        }
+        for len in 0..64 {
+            let random: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            check(&random);
+        }
     }
 }

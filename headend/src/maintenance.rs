@@ -66,10 +66,20 @@ async fn refresh_locked(client: &mut Client) -> Result<u64, tokio_postgres::Erro
 }
 
 /// Runs upkeep until cancelled. Errors are counted and logged; the loop goes on.
-pub async fn run(cfg: StorageConfig, url: String, storage: Storage, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+pub async fn run(
+    cfg: StorageConfig,
+    url: String,
+    storage: Storage,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     let mut client: Option<Client> = None;
     let mut last_upkeep: Option<tokio::time::Instant> = None;
-    let tick = if storage == Storage::Plain { cfg.rollup_interval.min(cfg.maintenance_interval) } else { cfg.maintenance_interval };
+    let tick = if storage == Storage::Plain {
+        cfg.rollup_interval.min(cfg.maintenance_interval)
+    } else {
+        cfg.maintenance_interval
+    };
     loop {
         if client.as_ref().is_none_or(|c| c.is_closed()) {
             client = db::connect(&url).await.ok();
@@ -101,7 +111,12 @@ pub async fn run(cfg: StorageConfig, url: String, storage: Storage, metrics: Arc
     }
 }
 
-async fn upkeep(c: &Client, cfg: &StorageConfig, storage: Storage, metrics: &Metrics) -> Result<(), tokio_postgres::Error> {
+async fn upkeep(
+    c: &Client,
+    cfg: &StorageConfig,
+    storage: Storage,
+    metrics: &Metrics,
+) -> Result<(), tokio_postgres::Error> {
     let today = Utc::now().date_naive();
     match storage {
         Storage::Plain => {
@@ -125,8 +140,11 @@ async fn upkeep(c: &Client, cfg: &StorageConfig, storage: Storage, metrics: &Met
             .await?;
             if let Some(keep) = cfg.retention {
                 let keep = humantime::format_duration(keep).to_string();
-                c.execute("SELECT add_retention_policy('readings', $1::text::interval, if_not_exists => true)", &[&keep])
-                    .await?;
+                c.execute(
+                    "SELECT add_retention_policy('readings', $1::text::interval, if_not_exists => true)",
+                    &[&keep],
+                )
+                .await?;
             }
         }
     }
@@ -154,7 +172,10 @@ mod tests {
         c.execute(mark, &[&h]).await.expect("mark");
         assert_eq!(refresh_rollup(&mut c).await.expect("refresh"), 1);
         let row = c
-            .query_one("SELECT samples, first_value, last_value, min_value, max_value FROM readings_hourly WHERE hour = $1", &[&h])
+            .query_one(
+                "SELECT samples, first_value, last_value, min_value, max_value FROM readings_hourly WHERE hour = $1",
+                &[&h],
+            )
             .await
             .expect("rollup row");
         assert_eq!((row.get::<_, i32>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (3, 90, 130));
@@ -163,7 +184,8 @@ mod tests {
         c.execute(insert, &[&(h + chrono::Duration::minutes(45)), &150i64]).await.expect("late");
         c.execute(mark, &[&h]).await.expect("mark");
         assert_eq!(refresh_rollup(&mut c).await.expect("refresh"), 1);
-        let row = c.query_one("SELECT samples, last_value FROM readings_hourly WHERE hour = $1", &[&h]).await.expect("row");
+        let row =
+            c.query_one("SELECT samples, last_value FROM readings_hourly WHERE hour = $1", &[&h]).await.expect("row");
         assert_eq!((row.get::<_, i32>(0), row.get::<_, i64>(1)), (4, 150));
         assert_eq!(refresh_rollup(&mut c).await.expect("refresh"), 0, "nothing pending");
     }

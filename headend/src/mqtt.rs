@@ -213,7 +213,8 @@ impl Intake<'_> {
     async fn handle(&self, p: Publish, epoch: u64) -> Result<(), crate::writer::WriterClosed> {
         let ack = (p.qos != QoS::AtMostOnce).then_some(AckToken { epoch, pkid: p.pkid });
         let origin: Arc<str> = Arc::from(p.topic.as_str());
-        let mut env = Envelope { rows: Vec::new(), dead: None, ack, sent: None, source: "mqtt", origin, raw: p.payload };
+        let mut env =
+            Envelope { rows: Vec::new(), dead: None, ack, sent: None, source: "mqtt", origin, raw: p.payload };
         match self.classify(&env.origin, &env.raw).await {
             Ok((rows, sent)) => {
                 self.metrics.readings_received.inc_by(rows.len() as u64);
@@ -237,7 +238,10 @@ impl Intake<'_> {
         let payload = ReadingPayload::parse(raw).map_err(|e| (e.reason(), e.to_string()))?;
         if let Some(serial) = ingest::serial_in_topic(topic, self.cfg.topic_serial_level) {
             if serial != payload.meter.as_str() {
-                return Err(("topic_mismatch", format!("topic names meter {serial:?} but the payload {}", payload.meter)));
+                return Err((
+                    "topic_mismatch",
+                    format!("topic names meter {serial:?} but the payload {}", payload.meter),
+                ));
             }
         }
         let meter_id = loop {

@@ -172,7 +172,10 @@ async fn batcher(mut rx: mpsc::Receiver<Envelope>, out: mpsc::Sender<Batch>, cfg
 }
 
 /// Releases acknowledgement tokens in batch order.
-async fn sequence(mut done: mpsc::UnboundedReceiver<(u64, Vec<AckToken>)>, committed: mpsc::UnboundedSender<Vec<AckToken>>) {
+async fn sequence(
+    mut done: mpsc::UnboundedReceiver<(u64, Vec<AckToken>)>,
+    committed: mpsc::UnboundedSender<Vec<AckToken>>,
+) {
     let mut next = 0u64;
     let mut waiting = BTreeMap::new();
     while let Some((seq, acks)) = done.recv().await {
@@ -297,7 +300,8 @@ impl Worker {
         }
         let days: Vec<NaiveDate> = {
             let known = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-            let mut days: Vec<NaiveDate> = rows.iter().map(|r| r.ts.date_naive()).filter(|d| !known.contains(d)).collect();
+            let mut days: Vec<NaiveDate> =
+                rows.iter().map(|r| r.ts.date_naive()).filter(|d| !known.contains(d)).collect();
             days.sort_unstable();
             days.dedup();
             days
@@ -331,10 +335,15 @@ impl Worker {
                 .copy_in("COPY readings_staging (ts, value, meter_id, channel_id, flags) FROM STDIN BINARY")
                 .await
                 .map_err(classify)?;
-            let writer = BinaryCopyInWriter::new(sink, &[Type::TIMESTAMPTZ, Type::INT8, Type::INT4, Type::INT2, Type::INT2]);
+            let writer =
+                BinaryCopyInWriter::new(sink, &[Type::TIMESTAMPTZ, Type::INT8, Type::INT4, Type::INT2, Type::INT2]);
             pin_mut!(writer);
             for r in &batch.rows {
-                writer.as_mut().write(&[&r.ts, &r.value, &r.meter_id, &r.channel_id, &r.flags]).await.map_err(classify)?;
+                writer
+                    .as_mut()
+                    .write(&[&r.ts, &r.value, &r.meter_id, &r.channel_id, &r.flags])
+                    .await
+                    .map_err(classify)?;
             }
             writer.finish().await.map_err(classify)?;
             stored = tx

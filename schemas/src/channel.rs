@@ -68,7 +68,14 @@ impl ChannelDef {
     }
 }
 
-const fn ch(id: i16, obis: [u8; 6], name: &'static str, unit: &'static str, scaler: i8, kind: ChannelKind) -> ChannelDef {
+const fn ch(
+    id: i16,
+    obis: [u8; 6],
+    name: &'static str,
+    unit: &'static str,
+    scaler: i8,
+    kind: ChannelKind,
+) -> ChannelDef {
     ChannelDef { id, obis: ObisCode(obis), name, unit, scaler, kind }
 }
 

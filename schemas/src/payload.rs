@@ -217,7 +217,13 @@ impl ReadingPayload {
             serde_json::error::Category::Data => PayloadError::Schema(e.to_string()),
             _ => PayloadError::Malformed(e.to_string()),
         })?;
-        Ok(ReadingPayload { meter: wire.meter, ts: wire.ts, values: wire.values.0, status: wire.status.0, sent: wire.sent })
+        Ok(ReadingPayload {
+            meter: wire.meter,
+            ts: wire.ts,
+            values: wire.values.0,
+            status: wire.status.0,
+            sent: wire.sent,
+        })
     }
 
     /// The payload as compact JSON.
@@ -276,7 +282,10 @@ mod tests {
             err(r#"{"meter":"A","ts":"2026-11-20T10:15:00Z","values":{"1.0.1.8.0":1,"1-0:1.8.0":2}}"#),
             "schema_violation"
         );
-        assert_eq!(err(r#"{"meter":"A","ts":"2026-11-20T10:15:00Z","values":{"1.0.1.8.0":1},"x":1}"#), "schema_violation");
+        assert_eq!(
+            err(r#"{"meter":"A","ts":"2026-11-20T10:15:00Z","values":{"1.0.1.8.0":1},"x":1}"#),
+            "schema_violation"
+        );
         assert_eq!(
             err(r#"{"meter":"A","ts":"2026-11-20T10:15:00Z","values":{"1.0.1.8.0":1},"status":["on_fire"]}"#),
             "schema_violation"
