@@ -1,1 +1,292 @@
-fn main() {}
+//! Project automation in Rust (`cargo xtask …`, alias in .cargo/config.toml):
+//!
+//! - `demo`: the whole pipeline on defaults — PostgreSQL and a broker (found or started, installed
+//!   when missing), schema, a simulated inventory, the head-end, the simulator publishing a day of
+//!   readings — then prints where to look.
+//! - `test`: the one command that runs every check: formatting, clippy, and all tests (unit and
+//!   end-to-end) against a real PostgreSQL and a real Mosquitto. `.ci/run` calls it.
+//! - `bench-ingest`: the MQTT → PostgreSQL benchmark (see BENCHMARKS.md).
+//! - `fuzz`: runs the cargo-fuzz targets for a while.
+
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use tests::procs::{self, Headend, HeadendSpec};
+use tests::services::Services;
+
+#[derive(Parser)]
+#[command(about = "Automation for the smart-meter head-end")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the pipeline on defaults and print where to look (Ctrl-C stops it).
+    Demo {
+        /// Simulated meters (buildings of 20-150 flats, one master meter each).
+        #[arg(long, default_value_t = 2000)]
+        meters: usize,
+        /// Hours of 15-minute readings to publish, ending now.
+        #[arg(long, default_value_t = 24)]
+        hours: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// HTTP address of the head-end.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Stop once everything is stored instead of serving until Ctrl-C.
+        #[arg(long)]
+        exit: bool,
+    },
+    /// Run every check: rustfmt, clippy, unit and end-to-end tests on real services.
+    Test {
+        /// Skip rustfmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Arguments passed on to the test runner (e.g. a filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Benchmark MQTT → head-end → PostgreSQL against raw COPY and raw broker throughput.
+    BenchIngest {
+        #[arg(long, default_value_t = 205_000)]
+        meters: usize,
+        /// Extra arguments for the benchmark binary.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run each fuzz target (cargo-fuzz) for a while.
+    Fuzz {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Demo { meters, hours, seed, listen, exit } => demo(meters, hours, seed, &listen, exit),
+        Cmd::Test { no_lint, args } => test(no_lint, &args),
+        Cmd::BenchIngest { meters, args } => bench_ingest(meters, &args),
+        Cmd::Fuzz { seconds } => fuzz(seconds),
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn step(what: &str, mut cmd: Command) -> anyhow::Result<()> {
+    eprintln!("xtask: {what}");
+    let status = cmd.current_dir(tests::repo_root()).status().with_context(|| format!("running {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn has_nextest() -> bool {
+    cargo().args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success())
+}
+
+fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let services = Services::ensure(1883)?;
+    for s in &services.started {
+        eprintln!("xtask: started {s}");
+    }
+    eprintln!("xtask: PostgreSQL {} · MQTT {}", services.admin_url, services.mqtt_url);
+    if !no_lint {
+        let mut fmt = cargo();
+        fmt.args(["fmt", "--all", "--check"]);
+        step("cargo fmt --check", fmt)?;
+        let mut clippy = cargo();
+        clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+        step("cargo clippy", clippy)?;
+    }
+    let mut build = cargo();
+    build.args(["build", "--workspace", "--bins"]);
+    step("cargo build --bins (the end-to-end tests run the binaries)", build)?;
+    let mut t = cargo();
+    if has_nextest() {
+        t.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    } else {
+        t.args(["test", "--workspace", "--no-fail-fast"]);
+    }
+    t.args(args).env("DATABASE_URL", &services.admin_url).env("MQTT_URL", &services.mqtt_url);
+    step("tests", t)?;
+    eprintln!("xtask: all checks passed in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn floor_15min(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    let s = t.timestamp();
+    chrono::DateTime::from_timestamp(s - s.rem_euclid(900), 0).unwrap_or(t)
+}
+
+fn demo(meters: usize, hours: u32, seed: u64, listen: &str, exit: bool) -> anyhow::Result<()> {
+    let data = tests::repo_root().join(".data");
+    std::fs::create_dir_all(&data)?;
+    let mut build = cargo();
+    build.args(["build", "-p", "headend", "-p", "meter-sim", "--bins"]);
+    step("building headend and meter-sim", build)?;
+    // A broker with the project's configuration unless MQTT_URL names one: a stock Mosquitto drops
+    // QoS 1 messages queued beyond 1000 for a consumer that acknowledges after commit.
+    let services = Services::ensure(18830)?;
+    for s in &services.started {
+        eprintln!("xtask: started {s}");
+    }
+    let db_url = tests::pg::with_database(&services.admin_url, "headend_demo")?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let (c, conn) = tokio_postgres::connect(&services.admin_url, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        let exists = c.query_opt("SELECT 1 FROM pg_database WHERE datname = 'headend_demo'", &[]).await?.is_some();
+        if !exists {
+            c.batch_execute("CREATE DATABASE headend_demo").await?;
+        }
+        anyhow::Ok(())
+    })?;
+    let env = [("DATABASE_URL", db_url.as_str()), ("MQTT_URL", services.mqtt_url.as_str())];
+    eprintln!("xtask: migrating {db_url}");
+    let report = procs::run_bin("headend", &["migrate"], &env)?;
+    eprintln!("xtask: {}", report.trim());
+    let inventory = data.join("demo-inventory.csv");
+    let inv = inventory.to_string_lossy().to_string();
+    procs::run_bin(
+        "meter-sim",
+        &["inventory", "--meters", &meters.to_string(), "--seed", &seed.to_string(), "--out", &inv],
+        &env,
+    )?;
+    let report = procs::run_bin("headend", &["inventory", "import", &inv], &env)?;
+    eprintln!("xtask: inventory import: {}", report.trim());
+
+    let http: std::net::SocketAddr = listen.parse().context("--listen")?;
+    let spec = HeadendSpec {
+        database_url: db_url.clone(),
+        mqtt_url: services.mqtt_url.clone(),
+        client_id: "headend-demo".into(),
+        subscription: "meters/+/readings".into(),
+        env: vec![("HEADEND_HTTP__LISTEN".into(), http.to_string())],
+    };
+    let log = data.join("headend-demo.log");
+    let mut headend = Headend::start_at(&spec, &log, http)?;
+    eprintln!("xtask: head-end serving on http://{http} (log: {})", log.display());
+
+    let to = floor_15min(chrono::Utc::now());
+    let from = to - chrono::Duration::hours(i64::from(hours));
+    let (from_s, to_s) = (from.to_rfc3339(), to.to_rfc3339());
+    eprintln!("xtask: simulating {meters} meters from {from_s} to {to_s} (with 1% duplicates and a few bad messages)");
+    let summary = procs::run_bin(
+        "meter-sim",
+        &[
+            "mqtt",
+            "--meters",
+            &meters.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--from",
+            &from_s,
+            "--to",
+            &to_s,
+            "--duplicates",
+            "0.01",
+            "--malformed",
+            "0.001",
+            "--unknown-meters",
+            "0.001",
+        ],
+        &env,
+    )?;
+    let summary: serde_json::Value = serde_json::from_str(summary.trim()).context("simulator summary")?;
+    eprintln!("xtask: simulator: {summary}");
+    let published = summary["messages"].as_f64().unwrap_or(0.0);
+    let start = Instant::now();
+    loop {
+        let m = headend.metrics()?;
+        let acked = procs::metric(&m, "headend_mqtt_acks_total").unwrap_or(0.0);
+        if acked >= published {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("the head-end acknowledged {acked} of {published} messages in 10 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let m = headend.metrics()?;
+    let stored = procs::metric(&m, "headend_readings_stored_total").unwrap_or(0.0);
+    let dup = procs::metric(&m, "headend_readings_duplicate_total").unwrap_or(0.0);
+    let sample = "SIM00000002";
+    println!(
+        "\nDemo ready: {published} messages published, {stored} readings stored, {dup} duplicates ignored.\n\
+         \n  metrics      http://{http}/metrics\n  readiness    http://{http}/readyz\n  \
+         readings     http://{http}/api/v1/meters/{sample}/readings?from={}&to={}&obis=1.0.1.8.0\n  \
+         database     psql {db_url}   (tables readings, dead_letters, meters; view readings_decoded)\n  \
+         head-end log {}\n",
+        from.format("%Y-%m-%dT%H:%M:%SZ"),
+        to.format("%Y-%m-%dT%H:%M:%SZ"),
+        log.display()
+    );
+    if exit {
+        headend.proc.signal("TERM")?;
+        headend.proc.wait(Duration::from_secs(60))?;
+        return Ok(());
+    }
+    println!("Press Ctrl-C to stop.");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        if !headend.proc.is_running() {
+            bail!("the head-end stopped; see {}", log.display());
+        }
+    }
+}
+
+fn bench_ingest(meters: usize, args: &[String]) -> anyhow::Result<()> {
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "headend", "-p", "meter-sim", "--bins"]);
+    step("building release binaries", build)?;
+    let services = Services::ensure(1883)?;
+    let mut bench = cargo();
+    bench
+        .args(["bench", "-p", "tests", "--bench", "ingest", "--"])
+        .arg("--meters")
+        .arg(meters.to_string())
+        .args(args)
+        .env("DATABASE_URL", &services.admin_url);
+    step("ingest benchmark", bench)
+}
+
+fn fuzz(seconds: u64) -> anyhow::Result<()> {
+    let root = tests::repo_root();
+    if !cargo().args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success()) {
+        let mut install = cargo();
+        install.args(["install", "cargo-fuzz", "--locked"]);
+        step("installing cargo-fuzz", install)?;
+    }
+    let targets = std::fs::read_dir(root.join("fuzz/fuzz_targets"))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.path().file_stem().map(|s| s.to_string_lossy().to_string()))
+        .collect::<Vec<_>>();
+    for t in targets {
+        let mut run = cargo();
+        // cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
+        run.env("RUSTC_BOOTSTRAP", "1")
+            .current_dir(root.join("fuzz"))
+            .args(["fuzz", "run", &t, "--", &format!("-max_total_time={seconds}")]);
+        step(&format!("fuzzing {t} for {seconds} s"), run)?;
+    }
+    Ok(())
+}

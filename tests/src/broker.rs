@@ -1,0 +1,124 @@
+//! A private Mosquitto with the project's configuration (`config/mosquitto.conf`), on its own port
+//! and persistence folder, that a test may restart.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// The project's broker configuration with the listener, persistence folder and logging replaced.
+pub fn project_config(port: u16, persistence: &Path, log: Option<&Path>) -> anyhow::Result<String> {
+    let path = crate::repo_root().join("config/mosquitto.conf");
+    let base = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = String::new();
+    for line in base.lines() {
+        let key = line.split_whitespace().next().unwrap_or("");
+        if matches!(key, "listener" | "persistence_location" | "log_dest" | "pid_file" | "user") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str(&format!("\nlistener {port} 127.0.0.1\npersistence_location {}/\n", persistence.display()));
+    match log {
+        Some(l) => out.push_str(&format!("log_dest file {}\n", l.display())),
+        None => out.push_str("log_dest none\n"),
+    }
+    // As root Mosquitto would switch to the mosquitto user, who cannot write our folders.
+    if crate::is_root() {
+        out.push_str("user root\n");
+    }
+    Ok(out)
+}
+
+/// The Mosquitto executable: `MOSQUITTO`, else `mosquitto` on PATH or in /usr/sbin.
+pub fn mosquitto_exe() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MOSQUITTO") {
+        return Some(PathBuf::from(p));
+    }
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join("mosquitto");
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// A running private broker.
+pub struct Broker {
+    child: Option<Child>,
+    pub port: u16,
+    conf: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Broker {
+    /// Starts a broker with the project's configuration in a temporary folder on a free port.
+    pub fn temporary() -> anyhow::Result<Broker> {
+        let dir = tempfile::Builder::new().prefix("hes-mqtt-").tempdir()?;
+        let port = crate::free_port()?;
+        let mut b = Broker::in_folder(dir.path(), port)?;
+        b._dir = Some(dir);
+        Ok(b)
+    }
+
+    /// Starts a broker whose configuration, persistence and log live in `dir`.
+    pub fn in_folder(dir: &Path, port: u16) -> anyhow::Result<Broker> {
+        std::fs::create_dir_all(dir)?;
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(&conf, project_config(port, dir, Some(&dir.join("mosquitto.log")))?)?;
+        let mut b = Broker { child: None, port, conf, _dir: None };
+        b.start()?;
+        Ok(b)
+    }
+
+    /// Starts the broker process (again) and waits for its port.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        let exe = mosquitto_exe().context("mosquitto not found (install the mosquitto package)")?;
+        let child = Command::new(exe)
+            .arg("-c")
+            .arg(&self.conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting mosquitto")?;
+        self.child = Some(child);
+        crate::wait_for_port(([127, 0, 0, 1], self.port).into(), Duration::from_secs(10))
+    }
+
+    /// Stops the broker cleanly (SIGTERM: it saves its persistent sessions and queues).
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            crate::procs::signal(&child, "TERM")?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                if child.try_wait()?.is_some() {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The workspace's binaries as child processes: found next to the running test executable (or in
+//! `CARGO_TARGET_DIR`), killed when dropped, their stderr kept in a log file for failures.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// The path of a workspace binary built in the same profile as the running executable.
+pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os(format!("HES_BIN_{}", name.replace('-', "_").to_uppercase())) {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> or target/<profile>/<xtask>
+    for dir in exe.ancestors().skip(1).take(3) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("binary {name} not found near {}: build it first (cargo build --workspace --bins)", exe.display())
+}
+
+/// Sends a signal (`TERM`, `KILL`, `INT`, `STOP`, `CONT`) to a child process.
+pub fn signal(child: &Child, sig: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status()?;
+    if !status.success() {
+        bail!("kill -{sig} {} failed", child.id());
+    }
+    Ok(())
+}
+
+/// A child process that is killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<Proc> {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let err = out.try_clone()?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Proc { name: name.to_string(), child: Some(child), log: log.to_path_buf() })
+    }
+
+    pub fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        match &self.child {
+            Some(c) => signal(c, sig),
+            None => bail!("{} is not running", self.name),
+        }
+    }
+
+    /// Waits for the process to exit, for at most `limit`.
+    pub fn wait(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
+        let Some(child) = self.child.as_mut() else { bail!("{} is not running", self.name) };
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if start.elapsed() > limit {
+                bail!("{} did not exit within {limit:?}; log: {}", self.name, self.log_tail(4000));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, like a crash or an OOM kill.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The end of the process's log, for failure messages.
+    pub fn log_tail(&self, bytes: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let start = text.len().saturating_sub(bytes);
+        let start = (start..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+        text[start..].to_string()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 GET: (status, body). Enough for probes and metrics without a client crate.
+pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("HTTP status line")?;
+    Ok((status, body.to_string()))
+}
+
+/// The value of an unlabelled metric in a Prometheus text exposition.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// A `headend serve` process with its HTTP address.
+pub struct Headend {
+    pub proc: Proc,
+    pub http: SocketAddr,
+}
+
+/// How to run a head-end.
+#[derive(Clone, Debug)]
+pub struct HeadendSpec {
+    pub database_url: String,
+    pub mqtt_url: String,
+    pub client_id: String,
+    pub subscription: String,
+    /// Further `HEADEND_…` settings.
+    pub env: Vec<(String, String)>,
+}
+
+impl Headend {
+    /// Starts `headend serve` and waits until `/readyz` answers 200 (database and broker reachable).
+    pub fn start(spec: &HeadendSpec, log: &Path) -> anyhow::Result<Headend> {
+        let http: SocketAddr = ([127, 0, 0, 1], crate::free_port()?).into();
+        Headend::start_at(spec, log, http)
+    }
+
+    /// [`Headend::start`] with the HTTP server on `http`.
+    pub fn start_at(spec: &HeadendSpec, log: &Path, http: SocketAddr) -> anyhow::Result<Headend> {
+        let mut cmd = Command::new(bin("headend")?);
+        cmd.arg("serve")
+            .env("DATABASE_URL", &spec.database_url)
+            .env("MQTT_URL", &spec.mqtt_url)
+            .env("HEADEND_HTTP__LISTEN", http.to_string())
+            .env("HEADEND_MQTT__CLIENT_ID", &spec.client_id)
+            .env("HEADEND_MQTT__SUBSCRIPTION", &spec.subscription)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        let proc = Proc::spawn("headend", cmd, log)?;
+        let mut h = Headend { proc, http };
+        h.wait_ready(Duration::from_secs(60))?;
+        Ok(h)
+    }
+
+    pub fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if !self.proc.is_running() {
+                bail!("headend exited; log: {}", self.proc.log_tail(4000));
+            }
+            if let Ok((200, _)) = http_get(self.http, "/readyz") {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("headend not ready within {limit:?}; log: {}", self.proc.log_tail(4000))
+    }
+
+    /// The current metrics text.
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        Ok(http_get(self.http, "/metrics")?.1)
+    }
+}
+
+/// Runs a workspace binary to completion; returns its stdout, failing with its stderr.
+pub fn run_bin(name: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<String> {
+    let mut cmd = Command::new(bin(name)?);
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().with_context(|| format!("running {name}"))?;
+    if !out.status.success() {
+        bail!("{name} {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
