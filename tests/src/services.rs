@@ -70,7 +70,8 @@ fn addr_of_db(url: &str) -> anyhow::Result<SocketAddr> {
 }
 
 fn addr_of_mqtt(url: &str) -> anyhow::Result<SocketAddr> {
-    let rest = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")).context("MQTT_URL: mqtt://host:port")?;
+    let rest =
+        url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")).context("MQTT_URL: mqtt://host:port")?;
     let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h).trim_end_matches('/');
     let (host, port) = match hostport.rsplit_once(':') {
         Some((h, p)) => (h, p.parse().context("MQTT_URL port")?),

@@ -283,9 +283,13 @@ fn fuzz(seconds: u64) -> anyhow::Result<()> {
     for t in targets {
         let mut run = cargo();
         // cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
-        run.env("RUSTC_BOOTSTRAP", "1")
-            .current_dir(root.join("fuzz"))
-            .args(["fuzz", "run", &t, "--", &format!("-max_total_time={seconds}")]);
+        run.env("RUSTC_BOOTSTRAP", "1").current_dir(root.join("fuzz")).args([
+            "fuzz",
+            "run",
+            &t,
+            "--",
+            &format!("-max_total_time={seconds}"),
+        ]);
         step(&format!("fuzzing {t} for {seconds} s"), run)?;
     }
     Ok(())

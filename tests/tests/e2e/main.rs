@@ -1,4 +1,7 @@
-//! End-to-end tests: real binaries, a real PostgreSQL and a real Mosquitto (one test binary, see
+//! End-to-end tests: real binaries, a real PostgreSQL and a real Mosquitto (one test binary; see
 //! .config/nextest.toml for how they share the machine).
 
 mod harness;
+mod ingest;
+mod model;
+mod pipeline;

@@ -1,0 +1,167 @@
+//! MQTT → head-end → PostgreSQL, end to end: every reading equals the model, duplicates are stored
+//! once, bad messages land in dead letters, and nothing is lost or doubled when the head-end is
+//! killed, the database restarts or the broker restarts mid-run.
+
+use std::time::Duration;
+
+use crate::pipeline::Pipeline;
+use tests::procs;
+
+/// Two days around the autumn DST change in Belgrade (2026-10-25 has 25 local hours).
+const FROM: &str = "2026-10-24T00:00:00Z";
+const TO: &str = "2026-10-26T00:00:00Z";
+const INTERVALS_2_DAYS: i64 = 192;
+const VALUES_PER_MESSAGE: i64 = 5;
+
+fn i(v: &serde_json::Value, key: &str) -> i64 {
+    v[key].as_i64().unwrap_or_else(|| panic!("summary has no {key}: {v}"))
+}
+
+#[test]
+fn two_thousand_meters_two_days_every_reading_equals_the_model() {
+    let meters = 2000;
+    let mut p = Pipeline::new("model", meters, 7, false).expect("pipeline");
+    let headend = p.start_headend().expect("head-end");
+    let summary = p
+        .publish(
+            FROM,
+            TO,
+            &["--duplicates", "0.02", "--reorder", "0.05", "--malformed", "0.002", "--unknown-meters", "0.001"],
+        )
+        .expect("simulator");
+    let expected = meters as i64 * INTERVALS_2_DAYS * VALUES_PER_MESSAGE;
+    assert_eq!(i(&summary, "readings"), expected, "the simulator published every interval: {summary}");
+    p.wait_for_readings(expected, Duration::from_secs(300)).expect("everything stored");
+
+    let checked = p.verify(FROM, TO).expect("stored readings equal the model");
+    assert_eq!(checked as i64, expected);
+
+    // Duplicates were stored once and counted; bad messages are dead letters with their reason.
+    let faults = &summary["faults"];
+    let dead = p.dead_letters().expect("dead letters");
+    let malformed =
+        dead.get("malformed_json").copied().unwrap_or(0) + dead.get("schema_violation").copied().unwrap_or(0);
+    assert_eq!(malformed, i(faults, "malformed"), "{dead:?}");
+    assert_eq!(dead.get("unknown_meter").copied().unwrap_or(0), i(faults, "unknown_meters"), "{dead:?}");
+    assert!(i(faults, "duplicates") > 0 && i(faults, "malformed") > 0 && i(faults, "unknown_meters") > 0);
+    let total_dead: i64 = dead.values().sum();
+    assert_eq!(total_dead, malformed + i(faults, "unknown_meters"), "no other refusals: {dead:?}");
+
+    // Every message was acknowledged after its commit, and the metrics add up.
+    let start = std::time::Instant::now();
+    let metrics = loop {
+        let m = headend.metrics().expect("metrics");
+        if procs::metric(&m, "headend_mqtt_acks_total") == Some(i(&summary, "messages") as f64) {
+            break m;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "not every message acknowledged:\n{m}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(procs::metric(&metrics, "headend_readings_stored_total"), Some(expected as f64));
+    assert_eq!(
+        procs::metric(&metrics, "headend_readings_duplicate_total"),
+        Some((i(faults, "duplicates") * VALUES_PER_MESSAGE) as f64),
+        "each duplicate message's readings counted as duplicates"
+    );
+    // The hourly rollup of the plain-PostgreSQL path catches up with what was stored.
+    let start = std::time::Instant::now();
+    loop {
+        let samples = p.query_i64("SELECT coalesce(sum(samples), 0)::bigint FROM readings_hourly").expect("rollup");
+        if samples == expected {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "rollup has {samples} of {expected} samples");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(headend);
+}
+
+/// SIGTERM mid-run: the head-end stops intake, commits, acknowledges and exits 0; SIGKILL mid-run:
+/// whatever was not acknowledged is redelivered. Restarted each time, it ends with every reading
+/// exactly once.
+#[test]
+fn headend_terminated_and_killed_mid_run_loses_and_doubles_nothing() {
+    let meters = 1000;
+    let to = "2026-10-25T00:00:00Z";
+    let from = FROM;
+    let expected = meters as i64 * 96 * VALUES_PER_MESSAGE;
+    let mut p = Pipeline::new("kill", meters, 11, false).expect("pipeline");
+    let mut headend = p.start_headend().expect("head-end");
+    let (mut sim, sim_log) = p.spawn_publisher(from, to, &["--rate", "8000"]).expect("simulator");
+
+    wait_stored_at_least(&p, expected / 5);
+    headend.proc.signal("TERM").expect("SIGTERM");
+    let status = headend.proc.wait(Duration::from_secs(60)).expect("graceful exit");
+    assert!(status.success(), "graceful shutdown exits 0: {status}; log: {}", headend.proc.log_tail(3000));
+    let mut headend = p.start_headend().expect("head-end again");
+
+    wait_stored_at_least(&p, expected / 2);
+    headend.proc.kill().expect("SIGKILL");
+    std::thread::sleep(Duration::from_millis(500));
+    let headend = p.start_headend().expect("head-end after the kill");
+
+    let status = sim.wait(Duration::from_secs(300)).expect("simulator ends");
+    assert!(status.success(), "simulator: {}", sim.log_tail(2000));
+    let summary = Pipeline::summary_of(&sim_log).expect("summary");
+    assert_eq!(i(&summary, "readings"), expected);
+    p.wait_for_readings(expected, Duration::from_secs(300)).expect("everything stored");
+    assert_eq!(p.verify(from, to).expect("equal to the model") as i64, expected);
+    drop(headend);
+}
+
+/// PostgreSQL stops and starts again mid-run: the writer retries, nothing is acknowledged that was
+/// not committed, and every reading ends up stored once.
+#[test]
+fn database_restart_mid_run_loses_and_doubles_nothing() {
+    let meters = 1000;
+    let to = "2026-10-25T00:00:00Z";
+    let expected = meters as i64 * 96 * VALUES_PER_MESSAGE;
+    let mut p = Pipeline::new("dbrestart", meters, 13, true).expect("pipeline");
+    let headend = p.start_headend().expect("head-end");
+    let (mut sim, _) = p.spawn_publisher(FROM, to, &["--rate", "8000"]).expect("simulator");
+    wait_stored_at_least(&p, expected / 4);
+    let cluster = p.cluster.as_mut().expect("private cluster");
+    cluster.stop("immediate").expect("database down (crash)");
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.start().expect("database up");
+    let status = sim.wait(Duration::from_secs(300)).expect("simulator ends");
+    assert!(status.success(), "simulator: {}", sim.log_tail(2000));
+    p.wait_for_readings(expected, Duration::from_secs(300)).expect("everything stored");
+    assert_eq!(p.verify(FROM, to).expect("equal to the model") as i64, expected);
+    let m = headend.metrics().expect("metrics");
+    assert!(procs::metric_sum(&m, "headend_writer_errors_total") > 0.0, "the outage was seen and counted:\n{m}");
+}
+
+/// The broker restarts while the head-end is still draining a backlog: the persistent session and
+/// its queue survive, unacknowledged messages are redelivered, duplicates are ignored.
+#[test]
+fn broker_restart_mid_run_loses_and_doubles_nothing() {
+    let meters = 1000;
+    let to = "2026-10-25T00:00:00Z";
+    let expected = meters as i64 * 96 * VALUES_PER_MESSAGE;
+    let mut p = Pipeline::new("brokerrestart", meters, 17, false).expect("pipeline");
+    // Register the head-end's persistent session, then stop it so a backlog builds at the broker.
+    let mut headend = p.start_headend().expect("head-end");
+    headend.proc.signal("TERM").expect("SIGTERM");
+    headend.proc.wait(Duration::from_secs(60)).expect("exit");
+    let summary = p.publish(FROM, to, &[]).expect("simulator");
+    assert_eq!(i(&summary, "readings"), expected);
+    let headend = p.start_headend().expect("head-end drains the backlog");
+    wait_stored_at_least(&p, expected / 4);
+    p.broker.stop().expect("broker down");
+    p.broker.start().expect("broker up");
+    p.wait_for_readings(expected, Duration::from_secs(300)).expect("everything stored");
+    assert_eq!(p.verify(FROM, to).expect("equal to the model") as i64, expected);
+    drop(headend);
+}
+
+fn wait_stored_at_least(p: &Pipeline, n: i64) {
+    let start = std::time::Instant::now();
+    loop {
+        if p.query_i64("SELECT count(*) FROM readings").unwrap_or(0) >= n {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "fewer than {n} readings stored after 2 minutes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

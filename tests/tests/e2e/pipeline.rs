@@ -1,0 +1,194 @@
+//! A whole pipeline for one test: private broker, a fresh database (on the shared server or a
+//! private cluster), schema, the simulator's inventory, head-end processes, the simulator, and the
+//! check of every stored reading against the simulator's model.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use schemas::ObisCode;
+use tests::broker::Broker;
+use tests::pg::{PgCluster, TestDatabase};
+use tests::procs::{self, Headend, HeadendSpec, Proc};
+
+/// The channels the simulator publishes by default.
+pub const CHANNELS: &str = "1.0.1.8.0,1.0.1.8.1,1.0.1.8.2,1.0.2.8.0,1.0.32.7.0";
+
+pub struct Pipeline {
+    pub rt: tokio::runtime::Runtime,
+    pub dir: tempfile::TempDir,
+    pub broker: Broker,
+    pub cluster: Option<PgCluster>,
+    pub db: TestDatabase,
+    pub spec: HeadendSpec,
+    pub meters: usize,
+    pub seed: u64,
+    headends: usize,
+}
+
+pub fn ts(s: &str) -> DateTime<Utc> {
+    s.parse().expect("RFC 3339 time")
+}
+
+impl Pipeline {
+    /// Everything up to a migrated database holding the simulator's inventory of `meters` meters.
+    pub fn new(tag: &str, meters: usize, seed: u64, private_cluster: bool) -> anyhow::Result<Pipeline> {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        let dir = tempfile::Builder::new().prefix(&format!("hes-e2e-{tag}-")).tempdir()?;
+        let broker = Broker::temporary()?;
+        let cluster = if private_cluster { Some(PgCluster::temporary()?) } else { None };
+        let admin = cluster.as_ref().map_or_else(tests::pg::admin_url, |c| c.url("postgres"));
+        let db = rt.block_on(TestDatabase::create(&admin, tag))?;
+        let env = [("DATABASE_URL", db.url.as_str())];
+        procs::run_bin("headend", &["migrate"], &env)?;
+        let inv = dir.path().join("inventory.csv");
+        let inv_s = inv.to_string_lossy().to_string();
+        procs::run_bin(
+            "meter-sim",
+            &["inventory", "--meters", &meters.to_string(), "--seed", &seed.to_string(), "--out", &inv_s],
+            &[],
+        )?;
+        procs::run_bin("headend", &["inventory", "import", &inv_s], &env)?;
+        let spec = HeadendSpec {
+            database_url: db.url.clone(),
+            mqtt_url: broker.url(),
+            client_id: format!("headend-{tag}"),
+            subscription: "meters/+/readings".into(),
+            env: vec![
+                // The tests publish fixed past days (a DST change included).
+                ("HEADEND_INGEST__MAX_AGE".into(), "3650days".into()),
+                ("HEADEND_WRITER__MAX_WAIT".into(), "100ms".into()),
+            ],
+        };
+        Ok(Pipeline { rt, dir, broker, cluster, db, spec, meters, seed, headends: 0 })
+    }
+
+    /// Starts a head-end (the same persistent MQTT session every time) and waits until ready.
+    pub fn start_headend(&mut self) -> anyhow::Result<Headend> {
+        self.headends += 1;
+        let log = self.dir.path().join(format!("headend-{}.log", self.headends));
+        Headend::start(&self.spec, &log)
+    }
+
+    fn sim_args(&self, from: &str, to: &str, extra: &[&str]) -> Vec<String> {
+        let mut a: Vec<String> = [
+            "mqtt",
+            "--meters",
+            &self.meters.to_string(),
+            "--seed",
+            &self.seed.to_string(),
+            "--from",
+            from,
+            "--to",
+            to,
+            "--url",
+            &self.broker.url(),
+            "--channels",
+            CHANNELS,
+            "--no-progress",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    }
+
+    /// Runs the simulator to the end (every message acknowledged by the broker); its summary.
+    pub fn publish(&self, from: &str, to: &str, extra: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let args = self.sim_args(from, to, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = procs::run_bin("meter-sim", &args, &[])?;
+        let last = out.lines().last().context("simulator printed no summary")?;
+        Ok(serde_json::from_str(last)?)
+    }
+
+    /// Starts the simulator in the background; [`Pipeline::summary_of`] reads its summary later.
+    pub fn spawn_publisher(&self, from: &str, to: &str, extra: &[&str]) -> anyhow::Result<(Proc, PathBuf)> {
+        let mut cmd = Command::new(procs::bin("meter-sim")?);
+        cmd.args(self.sim_args(from, to, extra));
+        let log = self.dir.path().join("meter-sim.out");
+        Ok((Proc::spawn("meter-sim", cmd, &log)?, log))
+    }
+
+    pub fn summary_of(log: &PathBuf) -> anyhow::Result<serde_json::Value> {
+        let text = std::fs::read_to_string(log)?;
+        let line = text.lines().rev().find(|l| l.starts_with('{')).context("no summary line")?;
+        Ok(serde_json::from_str(line)?)
+    }
+
+    pub fn query_i64(&self, sql: &str) -> anyhow::Result<i64> {
+        self.rt.block_on(async {
+            let c = self.db.client().await?;
+            Ok(c.query_one(sql, &[]).await?.get::<_, i64>(0))
+        })
+    }
+
+    /// Waits until `readings` holds `n` rows (and no more arrive), for at most `limit`.
+    pub fn wait_for_readings(&self, n: i64, limit: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let mut last = -1;
+        while start.elapsed() < limit {
+            match self.query_i64("SELECT count(*) FROM readings") {
+                Ok(count) if count == n => return Ok(()),
+                Ok(count) if count > n => bail!("{count} readings stored, more than the {n} published"),
+                Ok(count) => last = count,
+                Err(_) => {} // the database may be restarting
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!("{last} of {n} readings stored after {limit:?}")
+    }
+
+    /// Compares every stored reading with the model: same keys, same values, nothing more.
+    pub fn verify(&self, from: &str, to: &str) -> anyhow::Result<usize> {
+        let channels: Vec<ObisCode> = CHANNELS.split(',').map(|c| c.parse()).collect::<Result<_, _>>()?;
+        let expected = crate::model::expected_rows(self.seed, self.meters, ts(from), ts(to), &channels)?;
+        let stored: Vec<(String, i16, DateTime<Utc>, i64)> = self.rt.block_on(async {
+            let c = self.db.client().await?;
+            let rows = c
+                .query(
+                    "SELECT m.serial, r.channel_id, r.ts, r.value FROM readings r JOIN meters m ON m.id = r.meter_id",
+                    &[],
+                )
+                .await?;
+            anyhow::Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+        })?;
+        let mut want: HashMap<(String, i16, DateTime<Utc>), i64> = HashMap::with_capacity(expected.len());
+        for (serial, ch, t, v) in expected {
+            want.insert((serial, ch, t), v);
+        }
+        let n = want.len();
+        let mut wrong = Vec::new();
+        let mut extra = 0usize;
+        for (serial, ch, t, v) in stored {
+            match want.remove(&(serial.clone(), ch, t)) {
+                Some(w) if w == v => {}
+                Some(w) => wrong.push(format!("{serial} channel {ch} at {t}: stored {v}, model {w}")),
+                None => extra += 1,
+            }
+        }
+        if !wrong.is_empty() || extra > 0 || !want.is_empty() {
+            let missing: Vec<String> = want.keys().take(5).map(|k| format!("{k:?}")).collect();
+            bail!(
+                "{} wrong values (first: {:?}), {extra} readings not in the model, {} missing (first: {missing:?})",
+                wrong.len(),
+                wrong.first(),
+                want.len()
+            );
+        }
+        Ok(n)
+    }
+
+    /// Dead letters by reason.
+    pub fn dead_letters(&self) -> anyhow::Result<HashMap<String, i64>> {
+        self.rt.block_on(async {
+            let c = self.db.client().await?;
+            let rows = c.query("SELECT reason, count(*) FROM dead_letters GROUP BY reason", &[]).await?;
+            anyhow::Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1))).collect())
+        })
+    }
+}
