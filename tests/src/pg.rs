@@ -201,7 +201,9 @@ impl TestDatabase {
     pub async fn create(admin_url: &str, tag: &str) -> anyhow::Result<TestDatabase> {
         let name = format!("hes_e2e_{tag}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let c = connect(admin_url).await.with_context(|| format!("connecting to {admin_url}"))?;
-        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}")).await?;
+        // Two calls: several statements in one string form an implicit transaction.
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+        c.batch_execute(&format!("CREATE DATABASE {name}")).await?;
         let url = with_database(admin_url, &name)?;
         Ok(TestDatabase { admin_url: admin_url.to_string(), name, url })
     }

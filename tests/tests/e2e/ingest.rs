@@ -97,6 +97,8 @@ fn headend_terminated_and_killed_mid_run_loses_and_doubles_nothing() {
 
     wait_stored_at_least(&p, expected / 2);
     headend.proc.kill().expect("SIGKILL");
+    let stored = p.query_i64("SELECT count(*) FROM readings").expect("count");
+    assert!(stored < expected, "killed mid-run ({stored} of {expected} stored)");
     std::thread::sleep(Duration::from_millis(500));
     let headend = p.start_headend().expect("head-end after the kill");
 
@@ -122,6 +124,7 @@ fn database_restart_mid_run_loses_and_doubles_nothing() {
     wait_stored_at_least(&p, expected / 4);
     let cluster = p.cluster.as_mut().expect("private cluster");
     cluster.stop("immediate").expect("database down (crash)");
+    assert!(sim.is_running(), "the database went down while the simulator was still publishing");
     std::thread::sleep(Duration::from_secs(3));
     cluster.start().expect("database up");
     let status = sim.wait(Duration::from_secs(300)).expect("simulator ends");
@@ -149,9 +152,13 @@ fn broker_restart_mid_run_loses_and_doubles_nothing() {
     let headend = p.start_headend().expect("head-end drains the backlog");
     wait_stored_at_least(&p, expected / 4);
     p.broker.stop().expect("broker down");
+    let stored = p.query_i64("SELECT count(*) FROM readings").expect("count");
+    assert!(stored < expected, "the broker went down mid-run ({stored} of {expected} stored)");
     p.broker.start().expect("broker up");
     p.wait_for_readings(expected, Duration::from_secs(300)).expect("everything stored");
     assert_eq!(p.verify(FROM, to).expect("equal to the model") as i64, expected);
+    let m = headend.metrics().expect("metrics");
+    assert!(procs::metric(&m, "headend_mqtt_connection_errors_total").unwrap_or(0.0) >= 1.0, "reconnected:\n{m}");
     drop(headend);
 }
 

@@ -9,13 +9,16 @@ use meter_sim::{Model, Span};
 use schemas::payload::Number;
 use schemas::ObisCode;
 
+/// A stored reading as the tests compare it: meter serial, channel id, interval end, value.
+pub type Row = (String, i16, DateTime<Utc>, i64);
+
 pub fn expected_rows(
     seed: u64,
     meters: usize,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     channels: &[ObisCode],
-) -> anyhow::Result<Vec<(String, i16, DateTime<Utc>, i64)>> {
+) -> anyhow::Result<Vec<Row>> {
     let model = Model::with_meters(seed, meters);
     let chans: Vec<Channel> = channels
         .iter()

@@ -147,7 +147,7 @@ impl Pipeline {
     pub fn verify(&self, from: &str, to: &str) -> anyhow::Result<usize> {
         let channels: Vec<ObisCode> = CHANNELS.split(',').map(|c| c.parse()).collect::<Result<_, _>>()?;
         let expected = crate::model::expected_rows(self.seed, self.meters, ts(from), ts(to), &channels)?;
-        let stored: Vec<(String, i16, DateTime<Utc>, i64)> = self.rt.block_on(async {
+        let stored: Vec<crate::model::Row> = self.rt.block_on(async {
             let c = self.db.client().await?;
             let rows = c
                 .query(
