@@ -63,6 +63,8 @@ fn two_thousand_meters_two_days_every_reading_equals_the_model() {
         Some((i(faults, "duplicates") * VALUES_PER_MESSAGE) as f64),
         "each duplicate message's readings counted as duplicates"
     );
+    check_readings_api(&p, &headend);
+
     // The hourly rollup of the plain-PostgreSQL path catches up with what was stored.
     let start = std::time::Instant::now();
     loop {
@@ -170,5 +172,41 @@ fn wait_stored_at_least(p: &Pipeline, n: i64) {
         }
         assert!(start.elapsed() < Duration::from_secs(120), "fewer than {n} readings stored after 2 minutes");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The readings API serves what the model says, and refuses bad requests with a clear status.
+fn check_readings_api(p: &Pipeline, headend: &tests::procs::Headend) {
+    let serial = "SIM00000002";
+    let path = format!("/api/v1/meters/{serial}/readings?from={FROM}&to={TO}&obis=1.0.1.8.0,1.0.32.7.0");
+    let (status, body) = procs::http_get(headend.http, &path).expect("GET readings");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let model = meter_sim::Model::with_meters(p.seed, p.meters);
+    let span = meter_sim::Span { from: crate::pipeline::ts(FROM), to: crate::pipeline::ts(TO) };
+    let chans = [meter_sim::Channel::ImportTotal, meter_sim::Channel::Voltage];
+    let want = meter_sim::expect::expected_payloads(&model, serial, span, &chans).expect("model");
+    let series = v["series"].as_array().expect("series");
+    assert_eq!(series.len(), 2, "{v}");
+    for (k, s) in series.iter().enumerate() {
+        let points = s["points"].as_array().expect("points");
+        assert_eq!(points.len(), want.len(), "{}", s["obis"]);
+        for (pt, w) in points.iter().zip(&want) {
+            let ts: chrono::DateTime<chrono::Utc> = pt["ts"].as_str().expect("ts").parse().expect("time");
+            assert_eq!(ts, w.ts);
+            let got = pt["value"].as_f64().expect("value");
+            assert!((got - w.values[k].1.as_f64()).abs() < 1e-9, "{} at {ts}: {got} vs {:?}", s["obis"], w.values[k]);
+        }
+    }
+    for (path, code) in [
+        ("/api/v1/meters/NOPE0001/readings", 404),
+        (&*format!("/api/v1/meters/{serial}/readings?obis=9.9.9"), 400),
+        (&*format!("/api/v1/meters/{serial}/readings?from={TO}&to={FROM}"), 400),
+        (&*format!("/api/v1/meters/{serial}/readings?from=yesterday"), 400),
+        (&*format!("/api/v1/meters/{serial}/readings?limit=5"), 400),
+    ] {
+        let (status, body) = procs::http_get(headend.http, path).expect("GET");
+        assert_eq!(status, code, "{path}: {body}");
+        assert!(body.contains("\"error\""), "{path}: {body}");
     }
 }

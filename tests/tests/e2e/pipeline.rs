@@ -19,6 +19,7 @@ pub const CHANNELS: &str = "1.0.1.8.0,1.0.1.8.1,1.0.1.8.2,1.0.2.8.0,1.0.32.7.0";
 
 pub struct Pipeline {
     pub rt: tokio::runtime::Runtime,
+    /// Logs of the head-ends and the simulator; kept (and named on stderr) when a test fails.
     pub dir: tempfile::TempDir,
     pub broker: Broker,
     pub cluster: Option<PgCluster>,
@@ -140,7 +141,7 @@ impl Pipeline {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        bail!("{last} of {n} readings stored after {limit:?}")
+        bail!("{last} of {n} readings stored after {limit:?}; dead letters: {:?}", self.dead_letters())
     }
 
     /// Compares every stored reading with the model: same keys, same values, nothing more.
@@ -190,5 +191,14 @@ impl Pipeline {
             let rows = c.query("SELECT reason, count(*) FROM dead_letters GROUP BY reason", &[]).await?;
             anyhow::Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1))).collect())
         })
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let kept = std::mem::replace(&mut self.dir, tempfile::TempDir::new().expect("temp dir")).keep();
+            eprintln!("test failed: logs kept in {}", kept.display());
+        }
     }
 }
