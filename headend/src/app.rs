@@ -195,7 +195,7 @@ mod tests {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let server = tokio::spawn(serve(cfg, stop.clone(), Some(tx)));
         let addr = rx.await.expect("bound");
-        // Wait until subscribed (ready).
+        // Ready means subscribed (SUBACK received).
         let ready = async {
             loop {
                 if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
@@ -211,7 +211,6 @@ mod tests {
             }
         };
         tokio::time::timeout(Duration::from_secs(20), ready).await.expect("ready");
-        tokio::time::sleep(Duration::from_millis(300)).await; // SUBACK
 
         let now = chrono::Utc::now();
         let ts = |i: i64| {

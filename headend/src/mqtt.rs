@@ -62,6 +62,9 @@ pub fn options(cfg: &MqttConfig) -> Result<MqttOptions, BadUrl> {
 #[derive(Default)]
 pub struct MqttState {
     pub connected: std::sync::atomic::AtomicBool,
+    /// The broker granted the subscription on the current connection. Until then messages published
+    /// to a new session are not routed to it, so readiness waits for this too.
+    pub subscribed: std::sync::atomic::AtomicBool,
     epoch: AtomicU64,
 }
 
@@ -129,11 +132,18 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(s))) => {
-                tracing::info!(filter = %cfg.subscription, codes = ?s.return_codes, "subscribed");
+                let granted = s.return_codes.iter().all(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                state.subscribed.store(granted, Ordering::Release);
+                if granted {
+                    tracing::info!(filter = %cfg.subscription, codes = ?s.return_codes, "subscribed");
+                } else {
+                    tracing::error!(filter = %cfg.subscription, "the broker refused the subscription");
+                }
             }
             Ok(_) => {}
             Err(e) => {
                 state.connected.store(false, Ordering::Release);
+                state.subscribed.store(false, Ordering::Release);
                 metrics.mqtt_connected.set(0);
                 metrics.mqtt_connection_errors.inc();
                 tracing::warn!(error = %e, retry_in = ?delay, "broker connection failed");
@@ -167,6 +177,7 @@ pub async fn run(
     })
     .await;
     state.connected.store(false, Ordering::Release);
+    state.subscribed.store(false, Ordering::Release);
     metrics.mqtt_connected.set(0);
     Ok(())
 }
