@@ -232,13 +232,7 @@ mod robustness {
     #[test]
     fn never_panics_on_mutations_of_a_good_payload() {
         let good = br#"{"meter":"SIM00000001","ts":"2026-11-20T10:15:00Z","values":{"1.0.1.8.0":1234567,"1.0.1.8.1":1000,"1.0.32.7.0":229.8},"status":["power_outage"],"sent":"2026-11-20T10:15:01.123Z"}"#;
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_support::xorshift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..20_000 {
             let mut b = good.to_vec();
             for _ in 0..(next() % 6 + 1) {

@@ -1447,13 +1447,7 @@ mod tests {
     #[test]
     fn mutated_files_never_panic() {
         let base = small().into_bytes();
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_support::xorshift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..3000 {
             let mut bytes = base.clone();
             for _ in 0..1 + next() % 8 {

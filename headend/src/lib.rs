@@ -12,3 +12,18 @@ pub mod maintenance;
 pub mod metrics;
 pub mod mqtt;
 pub mod writer;
+
+/// Helpers shared by unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// A tiny deterministic generator (xorshift64) for mutation tests.
+    pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed.max(1);
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+}
