@@ -1,4 +1,4 @@
-//! HTTP: `/livez` (no dependencies), `/readyz` (database and broker reachable, not shutting down),
+//! HTTP: `/livez` (no dependencies), `/readyz` (database reachable, broker subscription granted, not shutting down),
 //! `/metrics` (Prometheus text), and the JSON API under `/api/v1`.
 
 use std::collections::HashMap;
