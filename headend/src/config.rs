@@ -241,10 +241,34 @@ pub enum LogFormat {
     Json,
 }
 
-/// A configuration that could not be read.
+/// A configuration that could not be read, or whose settings contradict each other.
 #[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(#[from] Box<figment::Error>);
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Read(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl HeadendConfig {
+    /// Checks settings that are valid alone but not together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(keep) = self.storage.retention {
+            if self.ingest.max_age > keep {
+                return Err(ConfigError::Invalid(format!(
+                    "ingest.max_age ({}) exceeds storage.retention ({}): late readings would land in days that \
+                     retention drops; lower max_age or raise retention",
+                    humantime::format_duration(self.ingest.max_age),
+                    humantime::format_duration(keep)
+                )));
+            }
+        }
+        if self.writer.batch_rows == 0 || self.writer.queue_messages == 0 {
+            return Err(ConfigError::Invalid("writer.batch_rows and writer.queue_messages must be above 0".into()));
+        }
+        Ok(())
+    }
+}
 
 impl HeadendConfig {
     /// Loads defaults, then `file` (when given), then the environment.
@@ -271,8 +295,9 @@ impl HeadendConfig {
                 .map_or_else(|| k.as_str().to_owned().into(), |(_, key)| (*key).into())
         }))
         .merge(Env::prefixed(prefix).split("__"))
-        .extract()
-        .map_err(|e| ConfigError(Box::new(e)))
+        .extract::<HeadendConfig>()
+        .map_err(|e| ConfigError::Read(Box::new(e)))
+        .and_then(|cfg| cfg.validate().map(|()| cfg))
     }
 }
 
@@ -319,6 +344,16 @@ mod tests {
             assert_eq!(cfg.database.url, "postgres://z@db/w", "the HEADEND_ twin wins");
             Ok(())
         });
+    }
+
+    #[test]
+    fn contradictory_settings_are_refused() {
+        let mut cfg = HeadendConfig::default();
+        cfg.storage.retention = Some(Duration::from_secs(30 * 86_400));
+        let err = cfg.validate().expect_err("max_age 400 days > retention 30 days");
+        assert!(err.to_string().contains("ingest.max_age"), "{err}");
+        cfg.ingest.max_age = Duration::from_secs(29 * 86_400);
+        assert!(cfg.validate().is_ok());
     }
 
     #[allow(clippy::result_large_err)]

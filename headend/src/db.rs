@@ -62,7 +62,8 @@ pub async fn connect_retrying(url: &str, deadline: Duration) -> Result<Client, t
 }
 
 /// Whether an error is worth retrying: connection trouble, serialisation failures, deadlocks,
-/// admin shutdown, too many connections, lock timeouts.
+/// admin shutdown, too many connections, lock timeouts, cancelled statements, I/O errors. Anything
+/// else is a refusal of the data itself, which retrying cannot mend.
 pub fn is_transient(e: &tokio_postgres::Error) -> bool {
     let Some(code) = e.code() else {
         // No SQLSTATE: I/O or a closed connection.
@@ -75,6 +76,9 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
         || c == "40001" // serialization_failure
         || c == "40P01" // deadlock_detected
         || c == "55P03" // lock_not_available
+        || c == "57014" // query_canceled (statement_timeout, pg_cancel_backend)
+        || c == "25P03" // idle_in_transaction_session_timeout
+        || c.starts_with("58") // system error (I/O)
 }
 
 /// What `migrate` did.
@@ -150,13 +154,21 @@ async fn choose_storage(client: &mut Client, mode: TimescaleMode) -> Result<Stor
     if mode == TimescaleMode::Off {
         return Ok(Storage::Plain);
     }
-    let available =
-        client.query_opt("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'", &[]).await?.is_some();
-    if !available {
+    let version: Option<String> = client
+        .query_opt("SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'", &[])
+        .await?
+        .map(|r| r.get(0));
+    let unusable = match &version {
+        None => Some("not in pg_available_extensions".to_string()),
+        // The migration uses by_range() (2.13) and continuous aggregates with real-time data.
+        Some(v) if !timescale_version_ok(v) => Some(format!("version {v} is older than 2.13")),
+        Some(_) => None,
+    };
+    if let Some(why) = unusable {
         if mode == TimescaleMode::On {
-            return Err(DbError::TimescaleUnavailable("not in pg_available_extensions".into()));
+            return Err(DbError::TimescaleUnavailable(why));
         }
-        tracing::info!("TimescaleDB not available: using native partitioning and rollup tables");
+        tracing::info!(%why, "TimescaleDB not usable: using native partitioning and rollup tables");
         return Ok(Storage::Plain);
     }
     // Available is not enough: it must also be loadable (shared_preload_libraries) and ours to create.
@@ -170,6 +182,15 @@ async fn choose_storage(client: &mut Client, mode: TimescaleMode) -> Result<Stor
             tracing::warn!(error = %e, "TimescaleDB present but not usable: using plain PostgreSQL");
             Ok(Storage::Plain)
         }
+    }
+}
+
+/// Whether a TimescaleDB version string (`2.14.2`) is at least 2.13.
+fn timescale_version_ok(v: &str) -> bool {
+    let mut parts = v.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).map(|p| p.parse::<u32>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => (major, minor) >= (2, 13),
+        _ => false,
     }
 }
 
@@ -289,6 +310,15 @@ mod tests {
         let n: i64 = c.query_one("SELECT count(*) FROM channels", &[]).await.expect("count").get(0);
         assert_eq!(n, i64::try_from(schemas::CHANNELS.len()).expect("small"));
         assert!(matches!(migrate(&mut c, TimescaleMode::On).await, Err(DbError::StorageMismatch { .. })));
+    }
+
+    #[test]
+    fn timescale_versions() {
+        for (v, ok) in
+            [("2.13.0", true), ("2.17.2", true), ("3.0.0", true), ("2.12.9", false), ("1.7.5", false), ("", false)]
+        {
+            assert_eq!(timescale_version_ok(v), ok, "{v}");
+        }
     }
 
     #[tokio::test]

@@ -71,9 +71,13 @@ async fn readyz(State(s): State<AppState>) -> Response {
         Ok(Err(e)) => format!("unreachable: {e}"),
         Err(_) => "timeout".to_string(),
     };
-    let broker = if s.mqtt.connected.load(Ordering::Acquire) { "connected" } else { "disconnected" };
+    let broker = match (s.mqtt.connected.load(Ordering::Acquire), s.mqtt.subscribed.load(Ordering::Acquire)) {
+        (true, true) => "subscribed",
+        (true, false) => "connected, not subscribed",
+        (false, _) => "disconnected",
+    };
     let accepting = s.accepting.load(Ordering::Acquire);
-    let ready = db == "ok" && broker == "connected" && accepting;
+    let ready = db == "ok" && broker == "subscribed" && accepting;
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(json!({"ready": ready, "database": db, "broker": broker, "shutting_down": !accepting}))).into_response()
 }

@@ -42,27 +42,31 @@ pub async fn refresh_rollup(client: &mut Client) -> Result<u64, tokio_postgres::
 }
 
 async fn refresh_locked(client: &mut Client) -> Result<u64, tokio_postgres::Error> {
+    // At most 64 hours a tick, so partitions and retention are never starved by a busy ingest.
+    let hours: Vec<chrono::DateTime<Utc>> = client
+        .query("SELECT DISTINCT hour FROM rollup_pending ORDER BY hour LIMIT 64", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let mut refreshed = 0;
-    loop {
-        let hours: Vec<chrono::DateTime<Utc>> = client
-            .query("SELECT DISTINCT hour FROM rollup_pending ORDER BY hour LIMIT 64", &[])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if hours.is_empty() {
-            return Ok(refreshed);
+    for h in hours {
+        // Its own short transaction: the DELETE waits for writers still holding a mark of this hour
+        // (so their rows are committed before the refresh below takes its snapshot) and releases
+        // the marks at once, so writers never wait for a refresh. Marks written after it stay for
+        // the next tick.
+        client.execute("DELETE FROM rollup_pending WHERE hour = $1", &[&h]).await?;
+        if let Err(e) = client.query_one("SELECT headend_refresh_hour($1)", &[&h]).await {
+            // Put the mark back so the hour is refreshed later (best effort: a lost connection
+            // leaves the hour stale until new readings for it arrive).
+            let _ = client
+                .execute("INSERT INTO rollup_pending (hour, writer) VALUES ($1, 0) ON CONFLICT DO NOTHING", &[&h])
+                .await;
+            return Err(e);
         }
-        for h in hours {
-            let tx = client.transaction().await?;
-            // Delete first: waits for writers still holding a mark of this hour, so the refresh's
-            // snapshot (taken by the next statement) includes their rows.
-            tx.execute("DELETE FROM rollup_pending WHERE hour = $1", &[&h]).await?;
-            tx.query_one("SELECT headend_refresh_hour($1)", &[&h]).await?;
-            tx.commit().await?;
-            refreshed += 1;
-        }
+        refreshed += 1;
     }
+    Ok(refreshed)
 }
 
 /// Runs upkeep until cancelled. Errors are counted and logged; the loop goes on.

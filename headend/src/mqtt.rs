@@ -87,7 +87,16 @@ pub async fn run(
     let (client, mut eventloop) = AsyncClient::new(opts, cfg.request_queue);
     let acker = tokio::spawn(acknowledge(client.clone(), committed, state.clone(), metrics.clone()));
     let window = Window { max_age: ingest.max_age, max_future: ingest.max_future };
-    let mut source = Some(Intake { cfg: &cfg, window, directory, writer, metrics: metrics.clone() });
+    // The intake (parse, resolve, queue for the writer) runs on a task of its own, so that waiting
+    // for the writer (backpressure) or for the database never stops this loop from polling the
+    // connection: keep-alives, acknowledgements and shutdown go on. The channel cannot fill with
+    // QoS 1 messages: they stay unacknowledged until committed, and a session has at most 65,535
+    // packet ids in flight.
+    let (intake_tx, intake_rx) = mpsc::channel::<(Publish, u64)>(INTAKE_QUEUE);
+    let intake_stop = CancellationToken::new();
+    let intake = Intake { cfg: cfg.clone(), window, directory, writer, metrics: metrics.clone() };
+    let intake_task = tokio::spawn(intake.run(intake_rx, intake_stop.clone()));
+    let mut source = Some(intake_tx);
     let mut delay = Duration::from_millis(100);
     let mut drain_deadline = None;
     loop {
@@ -95,7 +104,10 @@ pub async fn run(
             biased;
             _ = shutdown.cancelled(), if source.is_some() => {
                 tracing::info!("stopping MQTT intake; flushing the writer before acknowledging");
-                source = None; // drops the writer handle: the writer flushes and finishes
+                // The intake stops and drops the writer handle: the writer flushes and finishes.
+                // Messages still queued for the intake are never acknowledged: the broker keeps them.
+                source = None;
+                intake_stop.cancel();
                 drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(60));
                 continue;
             }
@@ -112,9 +124,10 @@ pub async fn run(
         match event {
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 metrics.mqtt_messages.inc();
-                if let Some(intake) = &source {
+                if let Some(tx) = &source {
                     let epoch = state.epoch.load(Ordering::Acquire);
-                    if intake.handle(p, epoch).await.is_err() {
+                    if tx.send((p, epoch)).await.is_err() {
+                        tracing::error!("the intake stopped (the writer is gone); leaving the broker");
                         break;
                     }
                 }
@@ -144,6 +157,8 @@ pub async fn run(
             Err(e) => {
                 state.connected.store(false, Ordering::Release);
                 state.subscribed.store(false, Ordering::Release);
+                // Tokens of this connection are stale from now on (the broker redelivers).
+                state.epoch.fetch_add(1, Ordering::AcqRel);
                 metrics.mqtt_connected.set(0);
                 metrics.mqtt_connection_errors.inc();
                 tracing::warn!(error = %e, retry_in = ?delay, "broker connection failed");
@@ -157,6 +172,8 @@ pub async fn run(
     }
     // Let the acknowledgements drain through the event loop, then leave.
     drop(source);
+    intake_stop.cancel();
+    let _ = intake_task.await;
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         while !acker.is_finished() {
             tokio::select! {
@@ -166,16 +183,11 @@ pub async fn run(
         }
     })
     .await;
+    // Keep polling until the broker closes the connection: rumqttc reports Outgoing::Disconnect
+    // when the packet is queued, not when it (and the acknowledgements before it) left the socket.
+    // The broker closes only after reading DISCONNECT, so every PUBACK before it has arrived.
     let _ = client.try_disconnect();
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
-                _ => {}
-            }
-        }
-    })
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async { while eventloop.poll().await.is_ok() {} }).await;
     state.connected.store(false, Ordering::Release);
     state.subscribed.store(false, Ordering::Release);
     metrics.mqtt_connected.set(0);
@@ -212,15 +224,36 @@ async fn acknowledge(
     }
 }
 
-struct Intake<'a> {
-    cfg: &'a MqttConfig,
+/// Messages received and not yet taken by the intake (see `run`).
+const INTAKE_QUEUE: usize = 65_536;
+
+struct Intake {
+    cfg: MqttConfig,
     window: Window,
     directory: Arc<MeterDirectory>,
     writer: WriterHandle,
     metrics: Arc<Metrics>,
 }
 
-impl Intake<'_> {
+impl Intake {
+    /// Takes received messages until `stop`; a message interrupted by `stop` is left
+    /// unacknowledged (the broker redelivers it). Dropping `self` at the end releases the writer.
+    async fn run(self, mut rx: mpsc::Receiver<(Publish, u64)>, stop: CancellationToken) {
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                m = rx.recv() => m,
+            };
+            let Some((p, epoch)) = next else { break };
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                r = self.handle(p, epoch) => if r.is_err() { break },
+            }
+        }
+    }
+
     async fn handle(&self, p: Publish, epoch: u64) -> Result<(), crate::writer::WriterClosed> {
         let ack = (p.qos != QoS::AtMostOnce).then_some(AckToken { epoch, pkid: p.pkid });
         let origin: Arc<str> = Arc::from(p.topic.as_str());

@@ -255,6 +255,13 @@ impl Worker {
                     return;
                 }
                 Err(Failure::Transient(e)) => {
+                    if e.code().is_some_and(|c| c.code() == "23514") {
+                        // No partition for a row: forget the batch's days so they are ensured again.
+                        let mut known = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+                        for r in &batch.rows {
+                            known.remove(&r.ts.date_naive());
+                        }
+                    }
                     self.metrics.writer_errors.with_label_values(&["transient"]).inc();
                     tracing::warn!(worker = self.n, error = %e, retry_in = ?delay, rows = batch.rows.len(), "batch write failed, retrying");
                     self.client = None;

@@ -86,7 +86,16 @@ impl Broker {
             .spawn()
             .context("starting mosquitto")?;
         self.child = Some(child);
-        crate::wait_for_port(([127, 0, 0, 1], self.port).into(), Duration::from_secs(10))
+        crate::wait_for_port(([127, 0, 0, 1], self.port).into(), Duration::from_secs(10))?;
+        // Something else may hold the port: make sure the answering broker is ours.
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(c) = self.child.as_mut() {
+            if let Some(status) = c.try_wait()? {
+                self.child = None;
+                anyhow::bail!("mosquitto exited ({status}); is port {} taken by another broker?", self.port);
+            }
+        }
+        Ok(())
     }
 
     /// Stops the broker cleanly (SIGTERM: it saves its persistent sessions and queues).

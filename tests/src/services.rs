@@ -59,6 +59,31 @@ pub struct Services {
     _broker: Option<Broker>,
 }
 
+/// The port of the project's own PostgreSQL cluster, when no usable server was found.
+pub const PROJECT_PG_PORT: u16 = 54329;
+
+/// Where the project's own cluster keeps its data: `.data/pg` in the repository, or, as root (the
+/// server runs as the `postgres` user, who may not enter a checkout under /root),
+/// `/var/tmp/headend-dev/pg`.
+fn project_pg_dir() -> std::path::PathBuf {
+    if crate::is_root() {
+        std::path::PathBuf::from("/var/tmp/headend-dev/pg")
+    } else {
+        crate::repo_root().join(".data/pg")
+    }
+}
+
+/// Whether a PostgreSQL connection with this URL succeeds (server up, authentication accepted).
+fn can_connect(url: &str) -> bool {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return false };
+    rt.block_on(async {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), tokio_postgres::connect(url, tokio_postgres::NoTls)).await,
+            Ok(Ok(_))
+        )
+    })
+}
+
 fn addr_of_db(url: &str) -> anyhow::Result<SocketAddr> {
     let cfg: tokio_postgres::Config = url.parse().context("DATABASE_URL")?;
     let host = match cfg.get_hosts().first() {
@@ -86,8 +111,8 @@ fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
 }
 
 impl Services {
-    /// PostgreSQL: `DATABASE_URL` if set (it must answer), else 127.0.0.1:5432 if it answers, else
-    /// the project's cluster in `.data/pg` started on 5432. MQTT: `MQTT_URL` if set, else
+    /// PostgreSQL: `DATABASE_URL` if set (it must answer), else 127.0.0.1:5432 if a trust
+    /// connection as `postgres` works, else the project's own cluster on port 54329. MQTT: `MQTT_URL` if set, else
     /// 127.0.0.1:`default_mqtt_port` if something answers there, else the project's Mosquitto
     /// (config/mosquitto.conf) started there with its data in `.data/mqtt`.
     pub fn ensure(default_mqtt_port: u16) -> anyhow::Result<Services> {
@@ -101,17 +126,20 @@ impl Services {
                 (url, None)
             }
             Err(_) => {
-                let url = "postgres://postgres@127.0.0.1:5432/postgres".to_string();
-                if crate::answers(([127, 0, 0, 1], 5432).into()) {
-                    (url, None)
+                let local = "postgres://postgres@127.0.0.1:5432/postgres".to_string();
+                if can_connect(&local) {
+                    (local, None)
                 } else {
+                    // Our own cluster on a port of its own: a distribution's cluster on 5432 may
+                    // be starting, or want a password.
                     ensure_packages()?;
-                    let mut cluster = PgCluster::open_or_init(&data.join("pg"), 5432, &[])?;
+                    let mut cluster = PgCluster::open_or_init(&project_pg_dir(), PROJECT_PG_PORT, &[])?;
                     if !cluster.is_running() {
                         cluster.start()?;
-                        started.push(format!("PostgreSQL (data in {})", cluster.data.display()));
+                        started
+                            .push(format!("PostgreSQL on port {PROJECT_PG_PORT} (data in {})", cluster.data.display()));
                     }
-                    (url, Some(cluster))
+                    (cluster.url("postgres"), Some(cluster))
                 }
             }
         };

@@ -124,9 +124,14 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
     if has_nextest() {
         t.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
     } else {
-        t.args(["test", "--workspace", "--no-fail-fast"]);
+        // Without nextest's test groups, one test at a time: the end-to-end tests each run a
+        // broker, a head-end and a simulator on a 2-core machine.
+        t.args(["test", "--workspace", "--no-fail-fast"]).args(args).args(["--", "--test-threads=1"]);
     }
-    t.args(args).env("DATABASE_URL", &services.admin_url).env("MQTT_URL", &services.mqtt_url);
+    if has_nextest() {
+        t.args(args);
+    }
+    t.env("DATABASE_URL", &services.admin_url).env("MQTT_URL", &services.mqtt_url);
     step("tests", t)?;
     eprintln!("xtask: all checks passed in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
