@@ -1,0 +1,48 @@
+//! Per-household electricity bills from interval data (issue 4): the pure core, no database.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`tariff`] | the native TOML tariff format (documented there), validation with field + line errors, [`tariff::TariffSet`] of successive tariffs; the shipped EPS household tariff from 2025-10-01 ([`tariff::EPS_HOUSEHOLD_2025`]) |
+//! | [`interval`] | VT/NT classification of a 15-minute interval by its local start (Europe/Belgrade, DST included), exact VT/NT sums of `(ts, Wh)` |
+//! | [`bill`] | a household's bill for a period: every line in BILLING.md order, tariff changes inside the period |
+//! | [`allocation`] | building reconciliation (master − Σ apartments = common + losses, negative → exception) and split keys with exact allocation in Wh and para |
+//! | [`old_split`] | the 1/N bill (master ÷ N billed like the household) and the difference in RSD and % |
+//! | [`money`] | the rounding rule, in one place |
+//!
+//! # Rounding (stated once, implemented in [`money`])
+//!
+//! Money is `rust_decimal::Decimal`. Every bill line is rounded to the para (0.01 RSD) half away from zero, and
+//! the bill total is the sum of the rounded lines; excise and VAT are computed on the sums of rounded lines
+//! above them. Energy lines: the energy subtotal is the exact energy amount rounded once and the energy lines
+//! are apportioned to it by largest remainder (keeps the total monotonic in consumption). Energy is whole Wh;
+//! derived kWh (scaled zone limits, VT/NT per zone, a split between tariffs) are rounded to the Wh.
+//! Allocations use largest remainder on Wh and para so that they add up exactly.
+//!
+//! **The worked example of BILLING.md**: every line matches to the para (energy 2,235.16, power 672.28,
+//! supplier 160.67, renewables 240.30, efficiency 4.50, excise 248.47, VAT 712.28, TV 349.00), but those lines
+//! add up to **4,622.66**, not the 4,622.65 stated there: BILLING.md rounded each line for display and the
+//! total once from the unrounded chain (4,622.6526). This crate bills the sum of its printed lines (4,622.66);
+//! see the test `worked_example_of_billing_md`.
+//!
+//! # Inferred rules (not stated by a source; keep them configurable or confirm them)
+//!
+//! - VT/NT share of a zone: pro rata by the period's VT share ([`bill`]); the single-rate red price 3 × green
+//!   (in the tariff file).
+//! - Zone limits scaled by days/30 are rounded to the Wh.
+//! - Monthly charges (power, supplier, TV fee) count "months" as Σ over calendar months of days covered / days
+//!   in that month (a whole calendar month = 1).
+//! - A tariff change inside a period splits the kWh pro rata by days; each part is billed under its tariff.
+//! - The payment discount given on a bill uses that bill's base.
+//! - The 1/N benchmark divides the master meter (common areas included) by N ([`old_split`]).
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod allocation;
+pub mod bill;
+pub mod interval;
+pub mod money;
+pub mod old_split;
+pub mod tariff;
+
+pub use bill::{compute_bill, Bill, BillError, BillInput, Consumption, Period};
+pub use tariff::{Tariff, TariffError, TariffSet};
