@@ -95,12 +95,12 @@ async fn raw_broker(meters: usize, broker: &Broker) -> anyhow::Result<(f64, f64)
     }
     let counter = tokio::spawn(async move {
         let mut n = 0usize;
-        let mut last = Instant::now();
+        let mut last = Utc::now();
         while n < meters {
             match tokio::time::timeout(Duration::from_secs(60), el.poll()).await {
                 Ok(Ok(Event::Incoming(Packet::Publish(_)))) => {
                     n += 1;
-                    last = Instant::now();
+                    last = Utc::now();
                 }
                 Ok(Ok(_)) => {}
                 _ => break,
@@ -108,14 +108,15 @@ async fn raw_broker(meters: usize, broker: &Broker) -> anyhow::Result<(f64, f64)
         }
         (n, last)
     });
-    let start = Instant::now();
     let url = broker.url();
     let summary = tokio::task::spawn_blocking(move || simulate(meters, &url, "raw")).await??;
     let (n, last) = counter.await?;
     if n < meters {
         bail!("raw subscriber received {n} of {meters} messages");
     }
-    let end_to_end = n as f64 / last.duration_since(start).as_secs_f64();
+    // The same clock as the pipeline's: from the simulator's first publish.
+    let first = ts(&summary, "first_publish")?;
+    let end_to_end = n as f64 / ((last - first).num_milliseconds().max(1) as f64 / 1000.0);
     let publish_only = summary["messages_per_s"].as_f64().unwrap_or(0.0);
     Ok((end_to_end, publish_only))
 }
@@ -175,9 +176,10 @@ fn main() -> anyhow::Result<()> {
     let expected = (meters * 4) as f64;
 
     eprintln!("bench: publishing {meters} meters × 1 interval × 4 channels through the head-end");
-    let summary = simulate(meters, &broker.url(), "meters")?;
-    let first_publish = ts(&summary, "first_publish")?;
-    let last_publish = ts(&summary, "last_publish")?;
+    // Poll the head-end while the simulator runs, so the commit time is not delayed by the
+    // simulator's own exit.
+    let url = broker.url();
+    let sim = std::thread::spawn(move || simulate(meters, &url, "meters"));
     let deadline = Instant::now() + Duration::from_secs(600);
     let committed_at = loop {
         let m = headend.metrics()?;
@@ -189,6 +191,9 @@ fn main() -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    let summary = sim.join().map_err(|_| anyhow::anyhow!("simulator thread panicked"))??;
+    let first_publish = ts(&summary, "first_publish")?;
+    let last_publish = ts(&summary, "last_publish")?;
     let metrics = headend.metrics()?;
     let rss = headend.proc.peak_rss_bytes().unwrap_or(0);
     let p99 = histogram_quantile(&metrics, "headend_ingest_delay_seconds", 0.99);
