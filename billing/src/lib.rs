@@ -8,6 +8,13 @@
 //! | [`allocation`] | building reconciliation (master − Σ apartments = common + losses, negative → exception) and split keys with exact allocation in Wh and para |
 //! | [`old_split`] | the 1/N bill (master ÷ N billed like the household) and the difference in RSD and % |
 //! | [`money`] | the rounding rule, in one place |
+//! | [`run`] | a month's run for buildings from the register readings at the period boundaries (Europe/Belgrade month, boundary estimation, reconciliation, common-area split, 1/N) — pure |
+//! | [`db`] | reading the head-end's schema, storing runs/bills/lines/problems (migration 0004), versions |
+//! | [`export`] | `bills.csv`, `bills.json`, `buildings.json` |
+//!
+//! `billing run --period YYYY-MM [--building CODE] [--out DIR] [--split equal|area|residents] [--tariff FILE]`
+//! (`--database-url` or `DATABASE_URL`) bills every household for the month; see [`run`] for the rules (two
+//! readings per register and meter: no raw-interval scan, hence no ingest-time rollup needed for billing).
 //!
 //! # Rounding (stated once, implemented in [`money`])
 //!
@@ -39,9 +46,12 @@
 
 pub mod allocation;
 pub mod bill;
+pub mod db;
+pub mod export;
 pub mod interval;
 pub mod money;
 pub mod old_split;
+pub mod run;
 pub mod tariff;
 
 pub use bill::{compute_bill, Bill, BillError, BillInput, Consumption, Period};

@@ -1,6 +1,7 @@
-//! `billing` — for now only `billing tariff check FILE`.
+//! `billing` — `billing run --period YYYY-MM …` and `billing tariff check FILE`.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -14,6 +15,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Bill every household (of one building) for a calendar month, store the run and export it.
+    Run {
+        /// The month, YYYY-MM (Europe/Belgrade local time).
+        #[arg(long)]
+        period: String,
+        /// Only this building (its code).
+        #[arg(long)]
+        building: Option<String>,
+        /// Folder for bills.csv, bills.json and buildings.json; nothing is written without it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// How common areas + losses are split: equal, area (floor area) or residents.
+        #[arg(long, default_value = "area")]
+        split: String,
+        /// Mark a bill estimated when the share of the period without actual boundary readings is above this
+        /// fraction.
+        #[arg(long, default_value = "0")]
+        estimated_threshold: rust_decimal::Decimal,
+        /// Tariff file; default the shipped EPS household tariff.
+        #[arg(long)]
+        tariff: Option<PathBuf>,
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+    },
     /// Tariff files.
     Tariff {
         #[command(subcommand)]
@@ -27,18 +52,71 @@ enum TariffCommand {
     Check { file: Option<PathBuf> },
 }
 
+fn load_tariff(file: Option<PathBuf>) -> anyhow::Result<billing::Tariff> {
+    Ok(match file {
+        Some(path) => {
+            let src = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            billing::Tariff::from_toml(&src).with_context(|| format!("{}", path.display()))?
+        }
+        None => billing::Tariff::eps_household_2025().context("the shipped tariff")?,
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Tariff { command: TariffCommand::Check { file } } => {
-            let tariff = match file {
-                Some(path) => {
-                    let src = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-                    billing::Tariff::from_toml(&src).with_context(|| format!("{}", path.display()))?
-                }
-                None => billing::Tariff::eps_household_2025().context("the shipped tariff")?,
-            };
-            println!("{tariff}");
+            println!("{}", load_tariff(file)?);
             Ok(())
+        }
+        Command::Run { period, building, out, split, estimated_threshold, tariff, database_url } => {
+            let opts = billing::db::RunOptions {
+                month: billing::run::BillingMonth::parse(&period)?,
+                building,
+                rules: billing::run::Rules { split: billing::run::parse_split_key(&split)?, estimated_threshold },
+            };
+            let tariffs = billing::TariffSet::single(load_tariff(tariff)?);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let started = Instant::now();
+                let (mut client, conn) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
+                    .await
+                    .context("connecting to the database")?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                let outcome = billing::db::run(&mut client, &opts, &tariffs).await?;
+                let exported = Instant::now();
+                if let Some(dir) = &out {
+                    billing::export::write_exports(dir, &outcome)?;
+                }
+                let exported = exported.elapsed();
+                let bills: usize = outcome.buildings.iter().map(|b| b.bills.len()).sum();
+                let problems: usize = outcome.buildings.iter().map(|b| b.problems.len()).sum();
+                let estimated: usize = outcome.buildings.iter().map(|b| b.summary.estimated_bills).sum();
+                println!(
+                    "run {} (period {} version {}): {} buildings, {bills} bills ({estimated} estimated), \
+                     {problems} data-quality problems, {:.2} s (read {:.2} s, compute {:.2} s, store {:.2} s, export {:.2} s)",
+                    outcome.meta.run_id,
+                    outcome.meta.period,
+                    outcome.meta.version,
+                    outcome.buildings.len(),
+                    started.elapsed().as_secs_f64(),
+                    outcome.timings.load.as_secs_f64(),
+                    outcome.timings.compute.as_secs_f64(),
+                    outcome.timings.store.as_secs_f64(),
+                    exported.as_secs_f64(),
+                );
+                for p in outcome.buildings.iter().flat_map(|b| b.problems.iter()) {
+                    println!(
+                        "  problem {} building {} household {}: {}",
+                        p.kind,
+                        p.building_code,
+                        p.household_code.as_deref().unwrap_or("-"),
+                        p.detail
+                    );
+                }
+                anyhow::Ok(())
+            })
         }
     }
 }

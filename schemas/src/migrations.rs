@@ -72,6 +72,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "events_dead_letters_ledger",
         sql: Sql::Common(include_str!("../migrations/0003_events_dead_letters_ledger.sql")),
     },
+    Migration { version: 4, name: "billing", sql: Sql::Common(include_str!("../migrations/0004_billing.sql")) },
 ];
 
 #[cfg(test)]

@@ -1,0 +1,801 @@
+//! A billing run for one calendar month, computed from register readings at the period boundaries (pure; the
+//! database side is [`crate::db`], the files [`crate::export`]).
+//!
+//! # The period
+//!
+//! `--period YYYY-MM` is the calendar month in **Europe/Belgrade** local time: from local midnight of the 1st to
+//! local midnight of the 1st of the next month, as UTC instants ([`BillingMonth`]). October 2026 is therefore
+//! `2026-09-30T22:00Z .. 2026-10-31T23:00Z` (744 + 1 hours: the month holds the end of summer time).
+//!
+//! # Consumption from two readings per register
+//!
+//! A reading's `ts` is the **end** of its interval and energy registers are cumulative Wh, so the energy of the
+//! period is `register(period end) − register(period start)` for VT (1.0.1.8.1, channel 2) and NT (1.0.1.8.2,
+//! channel 3) of each household meter, and 1.0.1.8.0 (channel 1) of the master meter. That is 2 readings per
+//! meter and register — two index look-ups instead of ~2,900 intervals — so **billing needs no raw-interval
+//! scan and no ingest-time daily VT/NT rollup** (the rollup proposed in issue 4 for billing's speed is not
+//! needed for monthly bills; it stays useful for interval-level VEE, which is not done here). The meter
+//! assigns energy to VT/NT itself, so the tariff's night windows are the meter's, not recomputed here.
+//!
+//! # Boundary estimation (the only VEE done here)
+//!
+//! When no reading exists at exactly a boundary instant, the nearest stored reading within
+//! [`MAX_BOUNDARY_DISTANCE`] (24 h) before or after it is used as is (no extrapolation). The bill is then
+//! **estimated**: its `estimated_share` is the share of the period not covered by actual readings,
+//! `(max over VT/NT of |start reading − start| + max over VT/NT of |end reading − end|) / period length`
+//! (capped at 1, 6 decimals), and `estimated_kwh = round_wh(total kWh × share)` is passed to
+//! [`compute_bill`]. A bill is marked estimated when its share is above [`Rules::estimated_threshold`]
+//! (`--estimated-threshold`, default 0: any estimate marks it). With no reading within 24 h, or a
+//! register that decreased, the household gets **no bill** and a [`Problem`] is listed.
+//!
+//! # The building
+//!
+//! `common + losses = master (1.0.1.8.0) − Σ apartments (VT + NT)` ([`crate::allocation::Reconciliation`]),
+//! only when every household of the building was billed (otherwise the missing flat's consumption would be
+//! counted as common) and the master has its boundary readings; a negative result is a problem for the
+//! operator. The common kWh are split in whole Wh by the split key ([`SplitKey`], default floor area) with
+//! [`crate::allocation::allocate_wh`], so the shares add up exactly.
+//!
+//! **Decision — the common-area share is stated, not charged**: each bill carries `common_kwh` (its share in
+//! kWh, shown beside the lines in the exports) but the bill lines and total are the household's own metered
+//! consumption, exactly [`compute_bill`] of its VT/NT deltas. Common areas are a separate supply (the building
+//! assembly's account); charging them through household bills would need a pricing rule for that supply that
+//! no source states.
+//!
+//! The 1/N comparison ([`crate::old_split`]) divides the master's VT and NT deltas by N (households of the
+//! building in the inventory) and bills that like the household. Note that the 1/N bill contains common areas
+//! and losses while the metered bill does not (see the decision above).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono_tz::Europe::Belgrade;
+use rust_decimal::Decimal;
+use schemas::inventory::Region;
+use serde::Serialize;
+
+use crate::allocation::{allocate_wh, Member, Reconciliation, SplitKey};
+use crate::bill::{compute_bill, Bill, BillInput, LineKind, Period, Unit};
+use crate::interval::TimeOfUse;
+use crate::money::{round_para, round_wh, wh_to_kwh};
+use crate::old_split::{compare, one_over_n_bill};
+use crate::tariff::TariffSet;
+use crate::Consumption;
+
+/// Channel id of 1.0.1.8.0 (active energy import, total), Wh.
+pub const CH_TOTAL: i16 = 1;
+/// Channel id of 1.0.1.8.1 (VT), Wh.
+pub const CH_VT: i16 = 2;
+/// Channel id of 1.0.1.8.2 (NT), Wh.
+pub const CH_NT: i16 = 3;
+/// How far from a period boundary a reading may be to stand in for the boundary reading.
+pub const MAX_BOUNDARY_DISTANCE: Duration = Duration::hours(24);
+
+fn obis(ch: i16) -> &'static str {
+    match ch {
+        CH_TOTAL => "1.0.1.8.0",
+        CH_VT => "1.0.1.8.1",
+        CH_NT => "1.0.1.8.2",
+        _ => "?",
+    }
+}
+
+/// Why a run could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("period {0:?}: expected YYYY-MM")]
+    Period(String),
+    #[error("split key {0:?}: expected equal, area or residents")]
+    SplitKey(String),
+    #[error("no building with code {0:?}")]
+    UnknownBuilding(String),
+    #[error("inventory: {0}")]
+    Inventory(String),
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// A calendar month in Europe/Belgrade time and its UTC boundaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BillingMonth {
+    pub period: Period,
+    /// Local midnight of the 1st, in UTC.
+    pub start: DateTime<Utc>,
+    /// Local midnight of the 1st of the next month, in UTC.
+    pub end: DateTime<Utc>,
+}
+
+fn local_midnight(day: NaiveDate) -> Option<DateTime<Utc>> {
+    Belgrade.from_local_datetime(&day.and_hms_opt(0, 0, 0)?).earliest().map(|t| t.with_timezone(&Utc))
+}
+
+impl BillingMonth {
+    pub fn new(year: i32, month: u32) -> Result<BillingMonth, RunError> {
+        let bad = || RunError::Period(format!("{year}-{month:02}"));
+        let period = Period::month(year, month).map_err(|_| bad())?;
+        let next = period.last_day().succ_opt().ok_or_else(bad)?;
+        let start = local_midnight(period.first_day()).ok_or_else(bad)?;
+        let end = local_midnight(next).ok_or_else(bad)?;
+        Ok(BillingMonth { period, start, end })
+    }
+
+    /// Parses `YYYY-MM`.
+    pub fn parse(s: &str) -> Result<BillingMonth, RunError> {
+        let bad = || RunError::Period(s.to_string());
+        let (y, m) = s.split_once('-').ok_or_else(bad)?;
+        if y.len() != 4 || m.len() != 2 || !y.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let (y, m) = (y.parse::<i32>().map_err(|_| bad())?, m.parse::<u32>().map_err(|_| bad())?);
+        BillingMonth::new(y, m).map_err(|_| bad())
+    }
+
+    /// `YYYY-MM`.
+    pub fn label(&self) -> String {
+        self.period.first_day().format("%Y-%m").to_string()
+    }
+
+    /// Length in seconds (> 0).
+    pub fn seconds(&self) -> i64 {
+        (self.end - self.start).num_seconds().max(1)
+    }
+}
+
+/// The configurable rules of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// How common areas + losses are split over households.
+    pub split: SplitKey,
+    /// A bill is marked estimated when its estimated share is above this fraction (0 = any estimate).
+    pub estimated_threshold: Decimal,
+}
+
+impl Default for Rules {
+    fn default() -> Rules {
+        Rules { split: SplitKey::FloorArea, estimated_threshold: Decimal::ZERO }
+    }
+}
+
+/// Parses a `--split` value.
+pub fn parse_split_key(s: &str) -> Result<SplitKey, RunError> {
+    match s {
+        "equal" => Ok(SplitKey::Equal),
+        "area" => Ok(SplitKey::FloorArea),
+        "residents" => Ok(SplitKey::Residents),
+        _ => Err(RunError::SplitKey(s.to_string())),
+    }
+}
+
+/// The name of a simple split key as stored (`equal`, `area`, `residents`).
+pub fn split_key_name(k: SplitKey) -> &'static str {
+    match k {
+        SplitKey::Equal => "equal",
+        SplitKey::FloorArea => "area",
+        SplitKey::Residents => "residents",
+        SplitKey::Weighted { .. } => "weighted",
+    }
+}
+
+/// A stored register reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Read {
+    pub ts: DateTime<Utc>,
+    pub wh: i64,
+}
+
+/// The readings of one meter at (or nearest to) the period start and end, per channel id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeterReads {
+    pub start: BTreeMap<i16, Read>,
+    pub end: BTreeMap<i16, Read>,
+}
+
+/// A meter of the inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterIn {
+    pub id: i32,
+    pub serial: String,
+}
+
+/// A household of the inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HouseholdIn {
+    pub id: i32,
+    pub code: String,
+    pub apartment: String,
+    pub floor_area_m2: Decimal,
+    pub residents: u32,
+    pub approved_power_kw: Decimal,
+    pub tariff: String,
+    /// Meters in service during the period.
+    pub meters: Vec<MeterIn>,
+}
+
+/// A building of the inventory with its households and master meter(s) in service during the period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildingIn {
+    pub id: i32,
+    pub code: String,
+    pub region: Region,
+    pub masters: Vec<MeterIn>,
+    pub households: Vec<HouseholdIn>,
+}
+
+/// A data-quality problem: something could not be billed or reconciled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub building_id: i32,
+    pub building_code: String,
+    pub household_id: Option<i32>,
+    pub household_code: Option<String>,
+    pub meter_id: Option<i32>,
+    /// `missing_boundary_reading`, `register_decreased`, `no_meter`, `several_meters`, `unknown_tariff`,
+    /// `bill_error`, `no_master`, `several_masters`, `not_reconciled`, `negative_common`, `allocation_error`,
+    /// `old_split_error`.
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+/// One bill line as stored and exported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LineOut {
+    pub line_no: i16,
+    pub tariff_code: String,
+    pub kind: &'static str,
+    pub zone: Option<String>,
+    pub tou: Option<&'static str>,
+    pub quantity: Decimal,
+    pub unit: &'static str,
+    pub unit_price: Decimal,
+    pub amount: Decimal,
+}
+
+/// A household's bill in a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HouseholdBill {
+    pub household_id: i32,
+    pub household_code: String,
+    pub apartment: String,
+    pub building_id: i32,
+    pub building_code: String,
+    pub meter_serial: String,
+    pub vt_kwh: Decimal,
+    pub nt_kwh: Decimal,
+    pub total_kwh: Decimal,
+    /// The household's share of common areas + losses, kWh (stated, not charged); `None` when the building
+    /// could not be reconciled.
+    pub common_kwh: Option<Decimal>,
+    pub estimated_share: Decimal,
+    pub estimated: bool,
+    pub total: Decimal,
+    pub old_split_total: Option<Decimal>,
+    pub difference: Option<Decimal>,
+    pub difference_percent: Option<Decimal>,
+    pub lines: Vec<LineOut>,
+}
+
+/// The building summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BuildingSummary {
+    pub building_id: i32,
+    pub building_code: String,
+    pub region: Region,
+    pub split_key: &'static str,
+    pub households: usize,
+    pub bills: usize,
+    pub estimated_bills: usize,
+    pub master_kwh: Option<Decimal>,
+    pub master_estimated_share: Option<Decimal>,
+    pub apartments_kwh: Decimal,
+    pub common_kwh: Option<Decimal>,
+    pub common_percent: Option<Decimal>,
+    /// Σ metered bill totals.
+    pub metered_total: Decimal,
+    /// Σ 1/N bill totals (over the billed households); `None` without the master's VT/NT.
+    pub one_over_n_total: Option<Decimal>,
+    pub min_bill: Option<Decimal>,
+    pub median_bill: Option<Decimal>,
+    pub max_bill: Option<Decimal>,
+    /// Households whose metered bill is above / below / equal to their 1/N bill.
+    pub pay_more: usize,
+    pub pay_less: usize,
+    pub pay_same: usize,
+    pub problems: usize,
+    /// The household shares of common + losses under every simple split key (empty when not reconciled).
+    pub split_keys: Vec<KeyResult>,
+}
+
+/// The common-area split under one key: the smallest and largest household share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyResult {
+    pub key: &'static str,
+    pub min_kwh: Decimal,
+    pub max_kwh: Decimal,
+}
+
+/// Everything a run produced for one building.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BuildingResult {
+    pub summary: BuildingSummary,
+    pub bills: Vec<HouseholdBill>,
+    pub problems: Vec<Problem>,
+}
+
+/// A register's delta over the period and how far its readings were from the boundaries.
+#[derive(Debug, Clone, Copy)]
+struct RegDelta {
+    wh: i64,
+    start_off: i64,
+    end_off: i64,
+}
+
+fn near(map: &BTreeMap<i16, Read>, ch: i16, at: DateTime<Utc>) -> Option<(Read, i64)> {
+    map.get(&ch).filter(|r| (r.ts - at).abs() <= MAX_BOUNDARY_DISTANCE).map(|r| (*r, (r.ts - at).num_seconds().abs()))
+}
+
+fn register(reads: &MeterReads, ch: i16, m: &BillingMonth) -> Result<RegDelta, (&'static str, String)> {
+    let missing = |what: &str, at: DateTime<Utc>| {
+        ("missing_boundary_reading", format!("no {} reading within 24 h of the period {what} {at}", obis(ch)))
+    };
+    let (s, start_off) = near(&reads.start, ch, m.start).ok_or_else(|| missing("start", m.start))?;
+    let (e, end_off) = near(&reads.end, ch, m.end).ok_or_else(|| missing("end", m.end))?;
+    let wh = e.wh.checked_sub(s.wh).unwrap_or(-1);
+    if wh < 0 || e.ts <= s.ts {
+        return Err((
+            "register_decreased",
+            format!("{} went from {} Wh at {} to {} Wh at {}", obis(ch), s.wh, s.ts, e.wh, e.ts),
+        ));
+    }
+    Ok(RegDelta { wh, start_off, end_off })
+}
+
+fn line_out(no: usize, tariff_code: &str, l: &crate::bill::Line) -> LineOut {
+    let (kind, zone, tou) = match &l.kind {
+        LineKind::Energy { zone, tou } => (
+            "energy",
+            Some(zone.clone()),
+            tou.map(|t| match t {
+                TimeOfUse::Vt => "vt",
+                TimeOfUse::Nt => "nt",
+            }),
+        ),
+        LineKind::PowerCharge => ("power_charge", None, None),
+        LineKind::SupplierCharge => ("supplier_charge", None, None),
+        LineKind::PaymentDiscount(_) => ("payment_discount", None, None),
+        LineKind::RenewableFee => ("renewable_fee", None, None),
+        LineKind::EfficiencyFee => ("efficiency_fee", None, None),
+        LineKind::Excise => ("excise", None, None),
+        LineKind::Vat => ("vat", None, None),
+        LineKind::TvFee => ("tv_fee", None, None),
+    };
+    LineOut {
+        line_no: i16::try_from(no + 1).unwrap_or(i16::MAX),
+        tariff_code: tariff_code.to_string(),
+        kind,
+        zone,
+        tou,
+        quantity: l.quantity,
+        unit: match l.unit {
+            Unit::Kwh => "kwh",
+            Unit::KwMonth => "kw_month",
+            Unit::Month => "month",
+            Unit::Rsd => "rsd",
+        },
+        unit_price: l.unit_price,
+        amount: l.amount,
+    }
+}
+
+/// The stored/exported lines of a bill, numbered from 1 in bill order.
+pub fn lines_of(bill: &Bill) -> Vec<LineOut> {
+    let mut out = Vec::new();
+    for seg in &bill.segments {
+        for l in &seg.lines {
+            out.push(line_out(out.len(), &seg.tariff_code, l));
+        }
+    }
+    out
+}
+
+fn median(sorted: &[Decimal]) -> Option<Decimal> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => sorted.get(n / 2).copied(),
+        _ => Some(round_para((sorted.get(n / 2 - 1)? + sorted.get(n / 2)?) / Decimal::TWO)),
+    }
+}
+
+struct Billed<'a> {
+    h: &'a HouseholdIn,
+    meter: &'a MeterIn,
+    input: BillInput,
+    bill: Bill,
+    vt_wh: i64,
+    nt_wh: i64,
+    share: Decimal,
+}
+
+/// Bills one building: every household from its boundary readings, the reconciliation, the common-area split
+/// and the 1/N comparison. Never fails: whatever cannot be billed is listed in `problems`.
+pub fn compute_building(
+    b: &BuildingIn,
+    reads: &HashMap<i32, MeterReads>,
+    month: &BillingMonth,
+    tariffs: &TariffSet,
+    rules: &Rules,
+) -> BuildingResult {
+    let key = rules.split;
+    let mut problems = Vec::new();
+    let problem = |h: Option<&HouseholdIn>, meter_id: Option<i32>, kind: &'static str, detail: String| Problem {
+        building_id: b.id,
+        building_code: b.code.clone(),
+        household_id: h.map(|h| h.id),
+        household_code: h.map(|h| h.code.clone()),
+        meter_id,
+        kind,
+        detail,
+    };
+    let empty = MeterReads::default();
+    let period_secs = Decimal::from(month.seconds());
+
+    // 1. Households.
+    let mut billed: Vec<Billed<'_>> = Vec::new();
+    for h in &b.households {
+        let meter = match h.meters.as_slice() {
+            [m] => m,
+            [] => {
+                problems.push(problem(Some(h), None, "no_meter", "no household meter in service".into()));
+                continue;
+            }
+            ms => {
+                let serials: Vec<&str> = ms.iter().map(|m| m.serial.as_str()).collect();
+                problems.push(problem(
+                    Some(h),
+                    None,
+                    "several_meters",
+                    format!(
+                        "meters {} in service during the period (meter exchange not supported yet)",
+                        serials.join(", ")
+                    ),
+                ));
+                continue;
+            }
+        };
+        if !tariffs.tariffs().iter().any(|t| t.code == h.tariff) {
+            problems.push(problem(
+                Some(h),
+                Some(meter.id),
+                "unknown_tariff",
+                format!("tariff {:?} not loaded", h.tariff),
+            ));
+            continue;
+        }
+        let r = reads.get(&meter.id).unwrap_or(&empty);
+        let (vt, nt) = match (register(r, CH_VT, month), register(r, CH_NT, month)) {
+            (Ok(vt), Ok(nt)) => (vt, nt),
+            (Err((kind, detail)), _) | (_, Err((kind, detail))) => {
+                problems.push(problem(Some(h), Some(meter.id), kind, format!("meter {}: {detail}", meter.serial)));
+                continue;
+            }
+        };
+        let uncovered = vt.start_off.max(nt.start_off) + vt.end_off.max(nt.end_off);
+        let share = (Decimal::from(uncovered) / period_secs).min(Decimal::ONE).round_dp(6);
+        let (vt_kwh, nt_kwh) = (wh_to_kwh(vt.wh), wh_to_kwh(nt.wh));
+        // Whole Wh up to i64::MAX each: the sum fits a Decimal; compute_bill refuses absurd values.
+        let mut input = BillInput::two_rate(month.period, vt_kwh, nt_kwh, h.approved_power_kw, b.region);
+        input.estimated_kwh = round_wh((vt_kwh + nt_kwh) * share).min(vt_kwh + nt_kwh);
+        match compute_bill(&input, tariffs) {
+            Ok(bill) => billed.push(Billed { h, meter, input, bill, vt_wh: vt.wh, nt_wh: nt.wh, share }),
+            Err(e) => problems.push(problem(Some(h), Some(meter.id), "bill_error", e.to_string())),
+        }
+    }
+
+    // 2. The master meter.
+    let master = match b.masters.as_slice() {
+        [m] => Some(m),
+        [] => {
+            problems.push(problem(None, None, "no_master", "no master meter in service".into()));
+            None
+        }
+        _ => {
+            problems.push(problem(None, None, "several_masters", "several master meters in service".into()));
+            None
+        }
+    };
+    let master_total = match master {
+        Some(m) => match register(reads.get(&m.id).unwrap_or(&empty), CH_TOTAL, month) {
+            Ok(d) => Some(d),
+            Err((kind, detail)) => {
+                problems.push(problem(None, Some(m.id), kind, format!("master {}: {detail}", m.serial)));
+                None
+            }
+        },
+        None => None,
+    };
+
+    // 3. Reconciliation and the common-area split.
+    let apartments_wh: Vec<i64> = billed.iter().map(|x| x.vt_wh.saturating_add(x.nt_wh)).collect();
+    let mut common_parts: Option<Vec<i64>> = None;
+    let mut split_keys = Vec::new();
+    let mut reconciliation = None;
+    if let Some(mt) = master_total {
+        if b.households.is_empty() {
+            // Nothing to reconcile: the whole master is common areas + losses of a building without flats.
+        } else if billed.len() == b.households.len() {
+            match Reconciliation::new(mt.wh, &apartments_wh) {
+                Ok(rec) => {
+                    reconciliation = Some(rec);
+                    match rec.common(None) {
+                        Ok(common) => {
+                            let members: Vec<Member> = billed
+                                .iter()
+                                .map(|x| Member { floor_area_m2: x.h.floor_area_m2, residents: x.h.residents })
+                                .collect();
+                            match allocate_wh(common, key, &members) {
+                                Ok(parts) => common_parts = Some(parts),
+                                Err(e) => problems.push(problem(None, None, "allocation_error", e.to_string())),
+                            }
+                            for k in [SplitKey::Equal, SplitKey::FloorArea, SplitKey::Residents] {
+                                // A key that cannot split (e.g. no residents recorded) is left out.
+                                if let Ok(parts) = allocate_wh(common, k, &members) {
+                                    if let (Some(min), Some(max)) = (parts.iter().min(), parts.iter().max()) {
+                                        split_keys.push(KeyResult {
+                                            key: split_key_name(k),
+                                            min_kwh: wh_to_kwh(*min),
+                                            max_kwh: wh_to_kwh(*max),
+                                        });
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => problems.push(problem(
+                            None,
+                            None,
+                            "negative_common",
+                            format!(
+                                "apartments ({} Wh) exceed the master ({} Wh) by {} Wh",
+                                e.apartments_wh, e.master_wh, e.excess_wh
+                            ),
+                        )),
+                    }
+                }
+                Err(e) => problems.push(problem(None, None, "allocation_error", e.to_string())),
+            }
+        } else {
+            problems.push(problem(
+                None,
+                None,
+                "not_reconciled",
+                format!(
+                    "{} of {} households billed: common areas cannot be told from unbilled flats",
+                    billed.len(),
+                    b.households.len()
+                ),
+            ));
+        }
+    }
+
+    // 4. 1/N and the bills.
+    let n = u32::try_from(b.households.len()).unwrap_or(u32::MAX);
+    // The master's VT/NT for 1/N; their problems are listed only when its total was fine (else listed above).
+    let master_vt_nt = match (master, master_total) {
+        (Some(m), Some(_)) => {
+            let r = reads.get(&m.id).unwrap_or(&empty);
+            match (register(r, CH_VT, month), register(r, CH_NT, month)) {
+                (Ok(vt), Ok(nt)) => Some(Consumption::TwoRate { vt_kwh: wh_to_kwh(vt.wh), nt_kwh: wh_to_kwh(nt.wh) }),
+                (Err((kind, detail)), _) | (_, Err((kind, detail))) => {
+                    problems.push(problem(
+                        None,
+                        Some(m.id),
+                        kind,
+                        format!("master {}: {detail} (no 1/N comparison)", m.serial),
+                    ));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let mut bills = Vec::with_capacity(billed.len());
+    for (i, x) in billed.iter().enumerate() {
+        let cmp = match master_vt_nt {
+            Some(building) => match one_over_n_bill(&x.input, building, n, tariffs) {
+                Ok(old) => Some(compare(&x.bill, &old)),
+                Err(e) => {
+                    problems.push(problem(Some(x.h), Some(x.meter.id), "old_split_error", e.to_string()));
+                    None
+                }
+            },
+            None => None,
+        };
+        bills.push(HouseholdBill {
+            household_id: x.h.id,
+            household_code: x.h.code.clone(),
+            apartment: x.h.apartment.clone(),
+            building_id: b.id,
+            building_code: b.code.clone(),
+            meter_serial: x.meter.serial.clone(),
+            vt_kwh: wh_to_kwh(x.vt_wh),
+            nt_kwh: wh_to_kwh(x.nt_wh),
+            total_kwh: wh_to_kwh(x.vt_wh.saturating_add(x.nt_wh)),
+            common_kwh: common_parts.as_ref().and_then(|p| p.get(i)).map(|wh| wh_to_kwh(*wh)),
+            estimated_share: x.share,
+            estimated: x.share > rules.estimated_threshold,
+            total: x.bill.total,
+            old_split_total: cmp.map(|c| c.one_over_n),
+            difference: cmp.map(|c| c.difference),
+            difference_percent: cmp.and_then(|c| c.percent),
+            lines: lines_of(&x.bill),
+        });
+    }
+
+    // 5. Summary.
+    let mut totals: Vec<Decimal> = bills.iter().map(|b| b.total).collect();
+    totals.sort();
+    let with_old: Vec<&HouseholdBill> = bills.iter().filter(|b| b.old_split_total.is_some()).collect();
+    let summary = BuildingSummary {
+        building_id: b.id,
+        building_code: b.code.clone(),
+        region: b.region,
+        split_key: split_key_name(key),
+        households: b.households.len(),
+        bills: bills.len(),
+        estimated_bills: bills.iter().filter(|b| b.estimated).count(),
+        master_kwh: master_total.map(|m| wh_to_kwh(m.wh)),
+        master_estimated_share: master_total
+            .map(|m| (Decimal::from(m.start_off + m.end_off) / period_secs).min(Decimal::ONE).round_dp(6)),
+        apartments_kwh: wh_to_kwh(apartments_wh.iter().fold(0i64, |a, x| a.saturating_add(*x))),
+        common_kwh: common_parts.as_ref().and(reconciliation).map(|r| wh_to_kwh(r.common_wh)),
+        common_percent: common_parts.as_ref().and(reconciliation).and_then(|r| r.common_percent()),
+        metered_total: totals.iter().sum(),
+        one_over_n_total: (!with_old.is_empty() && with_old.len() == bills.len())
+            .then(|| with_old.iter().filter_map(|b| b.old_split_total).sum()),
+        min_bill: totals.first().copied(),
+        median_bill: median(&totals),
+        max_bill: totals.last().copied(),
+        pay_more: with_old.iter().filter(|b| b.difference.is_some_and(|d| d > Decimal::ZERO)).count(),
+        pay_less: with_old.iter().filter(|b| b.difference.is_some_and(|d| d < Decimal::ZERO)).count(),
+        pay_same: with_old.iter().filter(|b| b.difference.is_some_and(|d| d.is_zero())).count(),
+        problems: problems.len(),
+        split_keys,
+    };
+    BuildingResult { summary, bills, problems }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_are_belgrade_local_midnights() {
+        let m = BillingMonth::parse("2026-10").unwrap();
+        assert_eq!(m.start.to_rfc3339(), "2026-09-30T22:00:00+00:00");
+        assert_eq!(m.end.to_rfc3339(), "2026-10-31T23:00:00+00:00");
+        assert_eq!(m.seconds(), (31 * 24 + 1) * 3600);
+        let m = BillingMonth::parse("2026-03").unwrap();
+        assert_eq!(m.start.to_rfc3339(), "2026-02-28T23:00:00+00:00");
+        assert_eq!(m.end.to_rfc3339(), "2026-03-31T22:00:00+00:00");
+        assert_eq!(m.seconds(), (31 * 24 - 1) * 3600);
+        assert_eq!(m.label(), "2026-03");
+        for bad in ["2026-13", "2026-1", "26-10", "2026-00", "x", "2026-1a", "", "2026-10-01", "+202-10"] {
+            assert!(BillingMonth::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn t(h: i64) -> DateTime<Utc> {
+        BillingMonth::parse("2026-10").unwrap().start + Duration::hours(h)
+    }
+
+    /// Reads with VT/NT/total deltas `d` (Wh) over October 2026, at the exact boundaries.
+    fn reads(d: [i64; 3]) -> MeterReads {
+        let m = BillingMonth::parse("2026-10").unwrap();
+        let mut r = MeterReads::default();
+        for (ch, delta) in [(CH_VT, d[0]), (CH_NT, d[1]), (CH_TOTAL, d[2])] {
+            r.start.insert(ch, Read { ts: m.start, wh: 1_000 });
+            r.end.insert(ch, Read { ts: m.end, wh: 1_000 + delta });
+        }
+        r
+    }
+
+    fn building(flats: usize) -> BuildingIn {
+        BuildingIn {
+            id: 1,
+            code: "B".into(),
+            region: Region::NoviSad,
+            masters: vec![MeterIn { id: 100, serial: "M".into() }],
+            households: (0..flats)
+                .map(|i| HouseholdIn {
+                    id: i32::try_from(i).unwrap() + 1,
+                    code: format!("H{i}"),
+                    apartment: i.to_string(),
+                    floor_area_m2: Decimal::from(40 + i),
+                    residents: 2,
+                    approved_power_kw: Decimal::new(69, 1),
+                    tariff: "eps-household-2025".into(),
+                    meters: vec![MeterIn { id: i32::try_from(i).unwrap() + 1, serial: format!("S{i}") }],
+                })
+                .collect(),
+        }
+    }
+
+    fn compute(b: &BuildingIn, r: &HashMap<i32, MeterReads>) -> BuildingResult {
+        let tariffs = TariffSet::single(crate::Tariff::eps_household_2025().unwrap());
+        compute_building(b, r, &BillingMonth::parse("2026-10").unwrap(), &tariffs, &Rules::default())
+    }
+
+    fn kinds(r: &BuildingResult) -> Vec<&'static str> {
+        r.problems.iter().map(|p| p.kind).collect()
+    }
+
+    #[test]
+    fn negative_common_is_a_problem_not_an_allocation() {
+        let b = building(2);
+        let r = HashMap::from([(1, reads([100, 50, 150])), (2, reads([10, 5, 15])), (100, reads([100, 60, 160]))]);
+        let out = compute(&b, &r);
+        assert_eq!(out.bills.len(), 2);
+        assert_eq!(kinds(&out), ["negative_common"]);
+        assert!(out.bills.iter().all(|b| b.common_kwh.is_none()));
+        assert_eq!(out.summary.common_kwh, None);
+    }
+
+    #[test]
+    fn decreasing_registers_unknown_tariffs_and_meter_counts_are_problems() {
+        let mut b = building(5);
+        b.households[1].tariff = "other".into();
+        b.households[2].meters.clear();
+        b.households[3].meters.push(MeterIn { id: 99, serial: "X".into() });
+        b.masters.clear();
+        let r = HashMap::from([(1, reads([-1, 5, 4])), (5, reads([10, 5, 15]))]);
+        let out = compute(&b, &r);
+        assert_eq!(out.bills.len(), 1);
+        assert_eq!(kinds(&out), ["register_decreased", "unknown_tariff", "no_meter", "several_meters", "no_master"]);
+        assert_eq!(out.summary.one_over_n_total, None);
+        assert_eq!(out.summary.problems, 5);
+    }
+
+    #[test]
+    fn nearest_reading_sets_the_estimated_share() {
+        let b = building(1);
+        let mut m = reads([100_000, 50_000, 150_000]);
+        // VT start 3 h late, NT end 1 h early: 4 h of 745 not covered.
+        m.start.insert(CH_VT, Read { ts: t(3), wh: 1_000 });
+        let end = BillingMonth::parse("2026-10").unwrap().end;
+        m.end.insert(CH_NT, Read { ts: end - Duration::hours(1), wh: 51_000 });
+        let out = compute(&b, &HashMap::from([(1, m), (100, reads([0, 0, 200_000]))]));
+        let bill = &out.bills[0];
+        assert_eq!(bill.estimated_share, (Decimal::from(4) / Decimal::from(745)).round_dp(6));
+        assert!(bill.estimated);
+        // Beyond 24 h: no bill.
+        let mut far = reads([1, 1, 2]);
+        far.start.insert(CH_NT, Read { ts: t(-25), wh: 1_000 });
+        let out = compute(&b, &HashMap::from([(1, far)]));
+        assert!(out.bills.is_empty());
+        assert_eq!(kinds(&out), ["missing_boundary_reading", "missing_boundary_reading"]);
+    }
+
+    #[test]
+    fn a_master_without_vt_nt_reconciles_but_has_no_one_over_n() {
+        let b = building(2);
+        let mut m = reads([0, 0, 200]);
+        m.end.remove(&CH_VT);
+        let r = HashMap::from([(1, reads([100, 50, 150])), (2, reads([10, 5, 15])), (100, m)]);
+        let out = compute(&b, &r);
+        assert_eq!(kinds(&out), ["missing_boundary_reading"]);
+        assert_eq!(out.summary.common_kwh, Some(Decimal::new(35, 3)));
+        assert!(out.bills.iter().all(|b| b.old_split_total.is_none()));
+        assert_eq!(out.bills.iter().map(|b| b.common_kwh.unwrap()).sum::<Decimal>(), Decimal::new(35, 3));
+        // A building without households: nothing billed, nothing to reconcile, no problem.
+        let out = compute(&building(0), &HashMap::from([(100, reads([1, 1, 2]))]));
+        assert!(out.bills.is_empty() && out.problems.is_empty());
+    }
+
+    #[test]
+    fn median_of_even_and_odd() {
+        use rust_decimal_macros::dec;
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[dec!(1)]), Some(dec!(1)));
+        assert_eq!(median(&[dec!(1), dec!(2.01)]), Some(dec!(1.51)));
+        assert_eq!(median(&[dec!(1), dec!(2), dec!(9)]), Some(dec!(2)));
+    }
+}

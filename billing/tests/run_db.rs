@@ -1,0 +1,442 @@
+//! `billing run` over a real PostgreSQL: a database per test, migrated by the head-end's migrator, one building
+//! (master + 3 flats) with readings at the boundaries of October 2026 (a month with a DST change).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use billing::allocation::{allocate_wh, Member, SplitKey};
+use billing::bill::{compute_bill, BillInput, Consumption, Period};
+use billing::db::{run, RunOptions};
+use billing::money::{round_wh, wh_to_kwh};
+use billing::old_split::one_over_n_bill;
+use billing::run::{lines_of, BillingMonth, Rules, CH_NT, CH_TOTAL, CH_VT};
+use billing::{Tariff, TariffSet};
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use schemas::inventory::Region;
+use tests::pg::{admin_url, TestDatabase};
+use tokio_postgres::Client;
+
+/// (code, floor area, residents, approved kW, VT Wh, NT Wh) of the 3 flats.
+const FLATS: [(&str, Decimal, i16, Decimal, i64, i64); 3] = [
+    ("H1", dec!(45.5), 1, dec!(5.75), 150_000, 60_500),
+    ("H2", dec!(62), 2, dec!(6.9), 400_123, 200_000),
+    ("H3", dec!(80.25), 4, dec!(11.04), 90_001, 9_999),
+];
+/// Common areas + losses per register.
+const COMMON_VT: i64 = 25_000;
+const COMMON_NT: i64 = 12_501;
+
+struct Fixture {
+    db: TestDatabase,
+    client: Client,
+    month: BillingMonth,
+    /// (household id, meter id) per flat.
+    flats: Vec<(i32, i32)>,
+    master: i32,
+}
+
+fn tariffs() -> TariffSet {
+    TariffSet::single(Tariff::eps_household_2025().unwrap())
+}
+
+fn opts(month: BillingMonth) -> RunOptions {
+    RunOptions {
+        month,
+        building: None,
+        rules: Rules { split: SplitKey::FloorArea, estimated_threshold: Decimal::ZERO },
+    }
+}
+
+async fn reading(c: &Client, meter: i32, ch: i16, ts: DateTime<Utc>, wh: i64) {
+    c.query_one("SELECT headend_ensure_partition(($1::timestamptz AT TIME ZONE 'UTC')::date)", &[&ts]).await.unwrap();
+    c.execute(
+        "INSERT INTO readings (ts, value, meter_id, channel_id) VALUES ($1, $2, $3, $4)",
+        &[&ts, &wh, &meter, &ch],
+    )
+    .await
+    .unwrap();
+}
+
+/// Writes start and end registers of a meter (and decoys 15 min either side of each boundary).
+async fn registers(c: &Client, month: &BillingMonth, meter: i32, ch: i16, start_wh: i64, delta_wh: i64) {
+    let q = Duration::minutes(15);
+    reading(c, meter, ch, month.start - q, start_wh - 7).await;
+    reading(c, meter, ch, month.start, start_wh).await;
+    reading(c, meter, ch, month.start + q, start_wh + 11).await;
+    reading(c, meter, ch, month.end - q, start_wh + delta_wh - 13).await;
+    reading(c, meter, ch, month.end, start_wh + delta_wh).await;
+    reading(c, meter, ch, month.end + q, start_wh + delta_wh + 17).await;
+}
+
+async fn setup(period: &str) -> Fixture {
+    let db = TestDatabase::create(&admin_url(), "billing").await.unwrap();
+    let mut client = db.client().await.unwrap();
+    headend::db::migrate(&mut client, headend::db::TimescaleMode::Off).await.unwrap();
+    let month = BillingMonth::parse(period).unwrap();
+    let c = &client;
+    let b: i32 = c
+        .query_one(
+            "INSERT INTO buildings (code, address, municipality, region)
+             VALUES ('B1', 'Njegoševa 1', 'Vračar', 'belgrade') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let master: i32 = c
+        .query_one(
+            "INSERT INTO meters (serial, kind, protocol, building_id, installed_on)
+             VALUES ('M0', 'master', 'mqtt', $1, '2026-01-01') RETURNING id",
+            &[&b],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut flats = Vec::new();
+    let (mut svt, mut snt) = (0, 0);
+    for (i, (code, area, residents, kw, vt, nt)) in FLATS.iter().enumerate() {
+        let h: i32 = c
+            .query_one(
+                "INSERT INTO households (code, building_id, apartment, floor_area_m2, residents, approved_power_kw, tariff)
+                 VALUES ($1, $2, $3, $4::text::numeric, $5, $6::text::numeric, 'eps-household-2025') RETURNING id",
+                &[code, &b, &(i + 1).to_string(), &area.to_string(), residents, &kw.to_string()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let m: i32 = c
+            .query_one(
+                "INSERT INTO meters (serial, kind, protocol, building_id, household_id, installed_on)
+                 VALUES ($1, 'household', 'mqtt', $2, $3, '2026-01-01') RETURNING id",
+                &[&format!("M{}", i + 1), &b, &h],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let base = 1_000_000 * (i as i64 + 1);
+        registers(c, &month, m, CH_VT, base, *vt).await;
+        registers(c, &month, m, CH_NT, base / 2, *nt).await;
+        registers(c, &month, m, CH_TOTAL, base + base / 2, vt + nt).await;
+        svt += vt;
+        snt += nt;
+        flats.push((h, m));
+    }
+    let (mvt, mnt) = (svt + COMMON_VT, snt + COMMON_NT);
+    registers(c, &month, master, CH_VT, 50_000_000, mvt).await;
+    registers(c, &month, master, CH_NT, 20_000_000, mnt).await;
+    registers(c, &month, master, CH_TOTAL, 70_000_000, mvt + mnt).await;
+    Fixture { db, client, month, flats, master }
+}
+
+fn expected_input(month: &BillingMonth, i: usize, vt_wh: i64, nt_wh: i64) -> BillInput {
+    let (_, _, _, kw, _, _) = FLATS[i];
+    BillInput::two_rate(month.period, wh_to_kwh(vt_wh), wh_to_kwh(nt_wh), kw, Region::Belgrade)
+}
+
+fn master_consumption() -> Consumption {
+    let vt: i64 = FLATS.iter().map(|f| f.4).sum::<i64>() + COMMON_VT;
+    let nt: i64 = FLATS.iter().map(|f| f.5).sum::<i64>() + COMMON_NT;
+    Consumption::TwoRate { vt_kwh: wh_to_kwh(vt), nt_kwh: wh_to_kwh(nt) }
+}
+
+fn d(s: String) -> Decimal {
+    Decimal::from_str(&s).unwrap()
+}
+
+/// household id → (total, common kWh, estimated share, estimated, old split, difference) as stored.
+async fn stored_bills(
+    c: &Client,
+    run_id: i64,
+) -> HashMap<i32, (Decimal, Option<Decimal>, Decimal, bool, Option<Decimal>, Option<Decimal>)> {
+    c.query(
+        "SELECT household_id, total::text, common_kwh::text, estimated_share::text, estimated,
+                old_split_total::text, difference::text FROM bills WHERE run_id = $1",
+        &[&run_id],
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|r| {
+        let opt = |i: usize| r.get::<_, Option<String>>(i).map(d);
+        (r.get(0), (d(r.get(1)), opt(2), d(r.get(3)), r.get(4), opt(5), opt(6)))
+    })
+    .collect()
+}
+
+/// (line_no, kind, zone, tou, quantity, unit price, amount) of a stored bill.
+async fn stored_lines(
+    c: &Client,
+    run_id: i64,
+    household: i32,
+) -> Vec<(i16, String, Option<String>, Option<String>, Decimal, Decimal, Decimal)> {
+    c.query(
+        "SELECT l.line_no, l.kind, l.zone, l.tou, l.quantity::text, l.unit_price::text, l.amount::text
+         FROM bill_lines l JOIN bills b ON b.id = l.bill_id
+         WHERE b.run_id = $1 AND b.household_id = $2 ORDER BY l.line_no",
+        &[&run_id, &household],
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), d(r.get(4)), d(r.get(5)), d(r.get(6))))
+    .collect()
+}
+
+#[tokio::test]
+async fn bills_equal_compute_bill_and_common_areas_close_exactly() {
+    let mut f = setup("2026-10").await;
+    let t = tariffs();
+    let out = run(&mut f.client, &opts(f.month), &t).await.unwrap();
+    assert_eq!(out.meta.version, 1);
+    assert_eq!(out.meta.period_start.to_rfc3339(), "2026-09-30T22:00:00+00:00");
+    assert_eq!(out.meta.period_end.to_rfc3339(), "2026-10-31T23:00:00+00:00");
+    let [b] = out.buildings.as_slice() else { panic!("one building") };
+    assert!(b.problems.is_empty(), "{:?}", b.problems);
+    assert_eq!(b.bills.len(), 3);
+
+    let stored = stored_bills(&f.client, out.meta.run_id).await;
+    let members: Vec<Member> =
+        FLATS.iter().map(|x| Member { floor_area_m2: x.1, residents: u32::try_from(x.2).unwrap() }).collect();
+    let common_wh = COMMON_VT + COMMON_NT;
+    let shares = allocate_wh(common_wh, SplitKey::FloorArea, &members).unwrap();
+    let mut common_sum = Decimal::ZERO;
+    for (i, (h, _)) in f.flats.iter().enumerate() {
+        let input = expected_input(&f.month, i, FLATS[i].4, FLATS[i].5);
+        let expected = compute_bill(&input, &t).unwrap();
+        let old = one_over_n_bill(&input, master_consumption(), 3, &t).unwrap();
+        let (total, common, share, estimated, old_total, diff) = stored[h];
+        assert_eq!(total, expected.total, "flat {i}");
+        assert_eq!(share, Decimal::ZERO);
+        assert!(!estimated);
+        assert_eq!(common, Some(wh_to_kwh(shares[i])));
+        common_sum += common.unwrap();
+        assert_eq!(old_total, Some(old.total));
+        assert_eq!(diff, Some(expected.total - old.total));
+        // every line, as stored
+        let lines = stored_lines(&f.client, out.meta.run_id, *h).await;
+        let want = lines_of(&expected);
+        assert_eq!(lines.len(), want.len());
+        for (got, want) in lines.iter().zip(&want) {
+            assert_eq!(got.0, want.line_no);
+            assert_eq!(got.1, want.kind);
+            assert_eq!(got.2, want.zone);
+            assert_eq!(got.3.as_deref(), want.tou);
+            assert_eq!((got.4, got.5, got.6), (want.quantity, want.unit_price, want.amount));
+        }
+        assert_eq!(lines.iter().map(|l| l.6).sum::<Decimal>(), total, "Σ lines = total");
+    }
+    // H2 crosses into the blue zone: the test covers a zone crossing.
+    assert!(b.bills[1].lines.iter().any(|l| l.zone.as_deref() == Some("blue")));
+    assert_eq!(common_sum, wh_to_kwh(common_wh), "the allocation closes exactly");
+    let s = &b.summary;
+    let apartments: i64 = FLATS.iter().map(|x| x.4 + x.5).sum();
+    assert_eq!(s.master_kwh, Some(wh_to_kwh(apartments + common_wh)));
+    assert_eq!(s.apartments_kwh, wh_to_kwh(apartments));
+    assert_eq!(s.common_kwh, Some(wh_to_kwh(common_wh)));
+    assert_eq!(s.pay_more + s.pay_less + s.pay_same, 3);
+    assert_eq!(s.metered_total, b.bills.iter().map(|b| b.total).sum::<Decimal>());
+    assert!(s.min_bill <= s.median_bill && s.median_bill <= s.max_bill);
+    let _ = f.master;
+}
+
+#[tokio::test]
+async fn other_split_keys_close_exactly_too() {
+    let mut f = setup("2026-10").await;
+    for key in [SplitKey::Equal, SplitKey::Residents] {
+        let out = run(
+            &mut f.client,
+            &RunOptions { rules: Rules { split: key, ..Rules::default() }, ..opts(f.month) },
+            &tariffs(),
+        )
+        .await
+        .unwrap();
+        let [b] = out.buildings.as_slice() else { panic!("one building") };
+        let sum: Decimal = b.bills.iter().map(|b| b.common_kwh.unwrap()).sum();
+        assert_eq!(sum, wh_to_kwh(COMMON_VT + COMMON_NT), "{key:?}");
+    }
+    let split: Vec<String> = f
+        .client
+        .query("SELECT split_key FROM billing_runs ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(split, ["equal", "residents"]);
+}
+
+#[tokio::test]
+async fn rerun_gives_a_second_version_with_identical_amounts() {
+    let mut f = setup("2026-10").await;
+    let t = tariffs();
+    let first = run(&mut f.client, &opts(f.month), &t).await.unwrap();
+    let second = run(&mut f.client, &opts(f.month), &t).await.unwrap();
+    assert_eq!((first.meta.version, second.meta.version), (1, 2));
+    assert_ne!(first.meta.run_id, second.meta.run_id);
+    assert_eq!(stored_bills(&f.client, first.meta.run_id).await, stored_bills(&f.client, second.meta.run_id).await);
+    for (h, _) in &f.flats {
+        assert_eq!(
+            stored_lines(&f.client, first.meta.run_id, *h).await,
+            stored_lines(&f.client, second.meta.run_id, *h).await
+        );
+    }
+    // Another period numbers its versions on its own.
+    let nov = run(&mut f.client, &opts(BillingMonth::parse("2026-11").unwrap()), &t).await.unwrap();
+    assert_eq!(nov.meta.version, 1);
+}
+
+#[tokio::test]
+async fn a_boundary_reading_within_24_h_gives_an_estimated_bill() {
+    let mut f = setup("2026-10").await;
+    let (h3, m3) = f.flats[2];
+    // Flat 3's VT register at the period end is missing (and its decoys): the nearest is 2 h later.
+    f.client
+        .execute(
+            "DELETE FROM readings WHERE meter_id = $1 AND channel_id = $2 AND ts >= $3",
+            &[&m3, &CH_VT, &(f.month.end - Duration::hours(1))],
+        )
+        .await
+        .unwrap();
+    let late = FLATS[2].4 + 1_234;
+    reading(&f.client, m3, CH_VT, f.month.end + Duration::hours(2), 3_000_000 + late).await;
+    let t = tariffs();
+    let out = run(&mut f.client, &opts(f.month), &t).await.unwrap();
+    let [b] = out.buildings.as_slice() else { panic!("one building") };
+    assert!(b.problems.is_empty(), "{:?}", b.problems);
+    let share = (Decimal::from(7200) / Decimal::from(f.month.seconds())).round_dp(6);
+    let mut input = expected_input(&f.month, 2, late, FLATS[2].5);
+    input.estimated_kwh = round_wh(wh_to_kwh(late + FLATS[2].5) * share);
+    let expected = compute_bill(&input, &t).unwrap();
+    let (total, _, stored_share, estimated, _, _) = stored_bills(&f.client, out.meta.run_id).await[&h3];
+    assert_eq!(total, expected.total);
+    assert_eq!(stored_share, share);
+    assert!(estimated);
+    assert_eq!(b.summary.estimated_bills, 1);
+    // Every other bill is actual.
+    assert_eq!(b.bills.iter().filter(|b| b.estimated).count(), 1);
+    // The building still reconciles (its common part is estimated through flat 3).
+    assert_eq!(b.bills.iter().map(|b| b.common_kwh.unwrap()).sum::<Decimal>(), b.summary.common_kwh.unwrap());
+    // Above a threshold of 1 % only: 2 h of 745 h is not enough to mark the bill.
+    let rules = Rules { estimated_threshold: dec!(0.01), ..Rules::default() };
+    let out = run(&mut f.client, &RunOptions { rules, ..opts(f.month) }, &t).await.unwrap();
+    let (total2, _, share2, estimated2, _, _) = stored_bills(&f.client, out.meta.run_id).await[&h3];
+    assert_eq!((total2, share2, estimated2), (total, share, false));
+}
+
+#[tokio::test]
+async fn no_reading_within_24_h_is_a_data_quality_problem() {
+    let mut f = setup("2026-10").await;
+    let (h3, m3) = f.flats[2];
+    f.client
+        .execute("DELETE FROM readings WHERE meter_id = $1 AND ts >= $2", &[&m3, &(f.month.end - Duration::hours(1))])
+        .await
+        .unwrap();
+    // A reading 25 h after the end does not count.
+    reading(&f.client, m3, CH_NT, f.month.end + Duration::hours(25), 1).await;
+    let out = run(&mut f.client, &opts(f.month), &tariffs()).await.unwrap();
+    let [b] = out.buildings.as_slice() else { panic!("one building") };
+    assert_eq!(b.bills.len(), 2);
+    assert!(b.bills.iter().all(|b| b.household_id != h3 && b.common_kwh.is_none()));
+    let kinds: Vec<&str> = b.problems.iter().map(|p| p.kind).collect();
+    assert_eq!(kinds, ["missing_boundary_reading", "not_reconciled"]);
+    assert_eq!(b.problems[0].household_id, Some(h3));
+    assert_eq!(b.summary.common_kwh, None);
+    let stored: Vec<(Option<i32>, String)> = f
+        .client
+        .query("SELECT household_id, kind FROM billing_problems WHERE run_id = $1 ORDER BY kind", &[&out.meta.run_id])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(stored, [(Some(h3), "missing_boundary_reading".to_string()), (None, "not_reconciled".to_string())]);
+    // The master's readings are untouched: the 1/N comparison is still there.
+    assert!(b.bills.iter().all(|b| b.old_split_total.is_some()));
+}
+
+#[tokio::test]
+async fn exports_and_building_filter() {
+    let mut f = setup("2026-10").await;
+    let t = tariffs();
+    let unknown = RunOptions { building: Some("NOPE".into()), ..opts(f.month) };
+    assert!(matches!(run(&mut f.client, &unknown, &t).await, Err(billing::run::RunError::UnknownBuilding(_))));
+    let out = run(&mut f.client, &RunOptions { building: Some("B1".into()), ..opts(f.month) }, &t).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    billing::export::write_exports(dir.path(), &out).unwrap();
+    let csv = std::fs::read_to_string(dir.path().join("bills.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[0], billing::export::CSV_HEADER.join(","));
+    assert!(rows[1].contains(",B1,H1,1,M1,150.000,60.500,210.500,"), "{}", rows[1]);
+    let bills: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("bills.json")).unwrap()).unwrap();
+    assert_eq!(bills["run"]["period"], "2026-10");
+    assert_eq!(bills["run"]["building"], "B1");
+    assert_eq!(bills["bills"].as_array().unwrap().len(), 3);
+    assert_eq!(bills["bills"][0]["total"], serde_json::json!(out.buildings[0].bills[0].total.to_string()));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("buildings.json")).unwrap()).unwrap();
+    let s = &summary["buildings"][0];
+    assert_eq!(s["common_kwh"], "37.501");
+    assert_eq!(s["master_kwh"], "948.124");
+    assert_eq!(s["apartments_kwh"], "910.623");
+    assert!(s["common_percent"].is_string());
+    assert_eq!(summary["problems"].as_array().unwrap().len(), 0);
+    // Equal shares of 37.501 kWh over 3 flats: 12.501 / 12.500 / 12.500.
+    assert_eq!(s["split_keys"][0], serde_json::json!({"key": "equal", "min_kwh": "12.500", "max_kwh": "12.501"}));
+    assert_eq!(s["split_keys"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_missing_master_leaves_bills_without_common_share() {
+    let mut f = setup("2026-10").await;
+    f.client.execute("DELETE FROM readings WHERE meter_id = $1", &[&f.master]).await.unwrap();
+    let out = run(&mut f.client, &opts(f.month), &tariffs()).await.unwrap();
+    let [b] = out.buildings.as_slice() else { panic!("one building") };
+    assert_eq!(b.bills.len(), 3);
+    assert!(b.bills.iter().all(|b| b.common_kwh.is_none() && b.old_split_total.is_none()));
+    assert_eq!(b.problems.iter().map(|p| p.kind).collect::<Vec<_>>(), ["missing_boundary_reading"]);
+    assert_eq!(b.summary.one_over_n_total, None);
+    assert_eq!(Period::month(2026, 10).unwrap(), f.month.period);
+}
+
+#[tokio::test]
+async fn the_cli_bills_stores_and_exports() {
+    let f = setup("2026-10").await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_billing");
+    let url = f.db.url.clone();
+    let out = tokio::process::Command::new(bin)
+        .args(["run", "--period", "2026-10", "--building", "B1", "--split", "equal", "--database-url", &url, "--out"])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("period 2026-10 version 1): 1 buildings, 3 bills (0 estimated), 0 data-quality problems"),
+        "{stdout}"
+    );
+    for file in ["bills.csv", "bills.json", "buildings.json"] {
+        assert!(dir.path().join(file).exists(), "{file}");
+    }
+    let key: String = f.client.query_one("SELECT split_key FROM billing_runs", &[]).await.unwrap().get(0);
+    assert_eq!(key, "equal");
+    // Bad input is an error message and a failure status, never a panic.
+    for args in [
+        vec!["run", "--period", "2026-13", "--database-url", &url],
+        vec!["run", "--period", "2026-10", "--split", "floor", "--database-url", &url],
+        vec!["run", "--period", "2026-10", "--building", "NOPE", "--database-url", &url],
+    ] {
+        let out = tokio::process::Command::new(bin).args(&args).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("Error: "), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
