@@ -363,3 +363,284 @@ pub async fn run(client: &mut Client, opts: &RunOptions, tariffs: &TariffSet) ->
     let timings = RunTimings { load: t1 - t0, compute: t2 - t1, store: t2.elapsed() };
     Ok(RunOutcome { meta, buildings: results, timings })
 }
+
+/// The address of each building code among `codes`.
+pub async fn load_addresses(client: &Client, codes: &[&str]) -> Result<HashMap<String, String>, RunError> {
+    let codes: Vec<&str> = codes.to_vec();
+    let rows = client.query("SELECT code, address FROM buildings WHERE code = ANY($1)", &[&codes]).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// A stored run read back from the database ([`load_run`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredRun {
+    pub meta: RunMeta,
+    pub buildings: Vec<BuildingResult>,
+}
+
+/// The `&'static` name among `known` equal to `s` (stored text columns back into the run's types).
+fn known(s: &str, what: &str, names: &[&'static str]) -> Result<&'static str, RunError> {
+    names.iter().copied().find(|n| *n == s).ok_or_else(|| RunError::Stored(format!("unknown {what} {s:?}")))
+}
+
+const LINE_KINDS: [&str; 9] = [
+    "energy",
+    "power_charge",
+    "supplier_charge",
+    "payment_discount",
+    "renewable_fee",
+    "efficiency_fee",
+    "excise",
+    "vat",
+    "tv_fee",
+];
+const UNITS: [&str; 4] = ["kwh", "kw_month", "month", "rsd"];
+const PROBLEM_KINDS: [&str; 12] = [
+    "missing_boundary_reading",
+    "register_decreased",
+    "no_meter",
+    "several_meters",
+    "unknown_tariff",
+    "bill_error",
+    "no_master",
+    "several_masters",
+    "not_reconciled",
+    "negative_common",
+    "allocation_error",
+    "old_split_error",
+];
+
+fn sdec(s: &str, what: &str) -> Result<Decimal, RunError> {
+    Decimal::from_str(s).map_err(|e| RunError::Stored(format!("{what} {s:?}: {e}")))
+}
+
+fn osdec(s: Option<String>, what: &str) -> Result<Option<Decimal>, RunError> {
+    s.map(|s| sdec(&s, what)).transpose()
+}
+
+/// Reads a stored run of `month`: `version`, or the latest one. Bills, lines and problems are as stored; the
+/// building summaries are rebuilt from them ([`rebuild_summary`]).
+pub async fn load_run(client: &Client, month: &BillingMonth, version: Option<i32>) -> Result<StoredRun, RunError> {
+    let first = month.period.first_day();
+    let last = month.period.last_day();
+    let no_run = || RunError::NoRun { period: month.label(), version };
+    let row = client
+        .query_opt(
+            "SELECT id, version, period_start, period_end, building_code, tariff_code, split_key, created_at
+             FROM billing_runs WHERE period = $1 AND ($2::int4 IS NULL OR version = $2)
+             ORDER BY version DESC LIMIT 1",
+            &[&first, &version],
+        )
+        .await?
+        .ok_or_else(no_run)?;
+    let split_name: String = row.get(6);
+    let split = split_key_name(crate::run::parse_split_key(&split_name)?);
+    let meta = RunMeta {
+        run_id: row.get(0),
+        version: row.get(1),
+        period: month.label(),
+        period_start: row.get(2),
+        period_end: row.get(3),
+        building: row.get(4),
+        tariff_code: row.get(5),
+        split_key: split,
+        created_at: row.get(7),
+    };
+    let run_id = meta.run_id;
+
+    // Lines per bill id.
+    let mut lines: HashMap<i64, Vec<crate::run::LineOut>> = HashMap::new();
+    for r in client
+        .query(
+            "SELECT l.bill_id, l.line_no, l.tariff_code, l.kind, l.zone, l.tou, l.quantity::text, l.unit,
+                    l.unit_price::text, l.amount::text
+             FROM bill_lines l JOIN bills b ON b.id = l.bill_id WHERE b.run_id = $1 ORDER BY l.bill_id, l.line_no",
+            &[&run_id],
+        )
+        .await?
+    {
+        let tou: Option<String> = r.get(5);
+        lines.entry(r.get(0)).or_default().push(crate::run::LineOut {
+            line_no: r.get(1),
+            tariff_code: r.get(2),
+            kind: known(r.get(3), "line kind", &LINE_KINDS)?,
+            zone: r.get(4),
+            tou: tou.map(|t| known(&t, "time of use", &["vt", "nt"])).transpose()?,
+            quantity: sdec(r.get(6), "quantity")?,
+            unit: known(r.get(7), "unit", &UNITS)?,
+            unit_price: sdec(r.get(8), "unit price")?,
+            amount: sdec(r.get(9), "amount")?,
+        });
+    }
+
+    // Buildings of the run (with bills or problems), in id order.
+    let mut buildings: Vec<BuildingResult> = Vec::new();
+    let mut members: Vec<Vec<crate::allocation::Member>> = Vec::new();
+    let mut index: HashMap<i32, usize> = HashMap::new();
+    for r in client
+        .query(
+            "SELECT bl.id, bl.code, bl.region, (SELECT count(*) FROM households h WHERE h.building_id = bl.id)
+             FROM buildings bl
+             WHERE bl.id IN (SELECT building_id FROM bills WHERE run_id = $1
+                             UNION SELECT building_id FROM billing_problems WHERE run_id = $1)
+             ORDER BY bl.id",
+            &[&run_id],
+        )
+        .await?
+    {
+        let households: i64 = r.get(3);
+        index.insert(r.get(0), buildings.len());
+        members.push(Vec::new());
+        buildings.push(BuildingResult {
+            summary: crate::run::BuildingSummary {
+                building_id: r.get(0),
+                building_code: r.get(1),
+                region: region(r.get(2))?,
+                split_key: split,
+                households: usize::try_from(households).unwrap_or(0),
+                bills: 0,
+                estimated_bills: 0,
+                master_kwh: None,
+                master_estimated_share: None,
+                apartments_kwh: Decimal::ZERO,
+                common_kwh: None,
+                common_percent: None,
+                metered_total: Decimal::ZERO,
+                one_over_n_total: None,
+                min_bill: None,
+                median_bill: None,
+                max_bill: None,
+                pay_more: 0,
+                pay_less: 0,
+                pay_same: 0,
+                problems: 0,
+                split_keys: Vec::new(),
+            },
+            bills: Vec::new(),
+            problems: Vec::new(),
+        });
+    }
+
+    for r in client
+        .query(
+            "SELECT b.id, b.household_id, h.code, h.apartment, b.building_id, bl.code,
+                    COALESCE((SELECT string_agg(m.serial, ', ' ORDER BY m.id) FROM meters m
+                              WHERE m.household_id = b.household_id AND m.kind = 'household'
+                                AND m.installed_on <= $2 AND (m.removed_on IS NULL OR m.removed_on >= $3)), ''),
+                    b.vt_kwh::text, b.nt_kwh::text, b.total_kwh::text, b.common_kwh::text, b.estimated_share::text,
+                    b.estimated, b.total::text, b.old_split_total::text, b.difference::text,
+                    b.difference_percent::text, h.floor_area_m2::text, h.residents
+             FROM bills b JOIN households h ON h.id = b.household_id JOIN buildings bl ON bl.id = b.building_id
+             WHERE b.run_id = $1 ORDER BY b.building_id, b.household_id",
+            &[&run_id, &last, &first],
+        )
+        .await?
+    {
+        let Some(&bi) = index.get(&r.get::<_, i32>(4)) else { continue };
+        let (Some(b), Some(m)) = (buildings.get_mut(bi), members.get_mut(bi)) else { continue };
+        let residents: i16 = r.get(18);
+        m.push(crate::allocation::Member {
+            floor_area_m2: sdec(r.get(17), "floor area")?,
+            residents: u32::try_from(residents).unwrap_or(0),
+        });
+        let difference_percent = osdec(r.get(16), "difference percent")?;
+        b.bills.push(crate::run::HouseholdBill {
+            household_id: r.get(1),
+            household_code: r.get(2),
+            apartment: r.get(3),
+            building_id: r.get(4),
+            building_code: r.get(5),
+            meter_serial: r.get(6),
+            vt_kwh: sdec(r.get(7), "vt kWh")?,
+            nt_kwh: sdec(r.get(8), "nt kWh")?,
+            total_kwh: sdec(r.get(9), "total kWh")?,
+            common_kwh: osdec(r.get(10), "common kWh")?,
+            estimated_share: sdec(r.get(11), "estimated share")?,
+            estimated: r.get(12),
+            total: sdec(r.get(13), "total")?,
+            old_split_total: osdec(r.get(14), "old split total")?,
+            difference: osdec(r.get(15), "difference")?,
+            difference_percent,
+            lines: lines.remove(&r.get::<_, i64>(0)).unwrap_or_default(),
+        });
+    }
+
+    for r in client
+        .query(
+            "SELECT p.building_id, p.household_id, h.code, p.meter_id, p.kind, p.detail
+             FROM billing_problems p LEFT JOIN households h ON h.id = p.household_id
+             WHERE p.run_id = $1 ORDER BY p.building_id, p.household_id NULLS LAST, p.kind",
+            &[&run_id],
+        )
+        .await?
+    {
+        let Some(building_id) = r.get::<_, Option<i32>>(0) else { continue };
+        let Some(b) = index.get(&building_id).and_then(|&bi| buildings.get_mut(bi)) else { continue };
+        b.problems.push(crate::run::Problem {
+            building_id,
+            building_code: b.summary.building_code.clone(),
+            household_id: r.get(1),
+            household_code: r.get(2),
+            meter_id: r.get(3),
+            kind: known(r.get(4), "problem kind", &PROBLEM_KINDS)?,
+            detail: r.get(5),
+        });
+    }
+    for (b, m) in buildings.iter_mut().zip(&members) {
+        rebuild_summary(b, m);
+    }
+    Ok(StoredRun { meta, buildings })
+}
+
+/// Rebuilds a building summary from its stored bills and problems (the run does not store summaries).
+/// The master is `Σ apartments + common` when the building was reconciled (the stored common kWh are
+/// `master − Σ apartments` exactly), else unknown; the master's own estimated share is not stored (`None`).
+/// The split-key results are recomputed from the common kWh and the households' current floor area and
+/// residents. `members` are the billed households in bill order.
+pub fn rebuild_summary(b: &mut BuildingResult, members: &[crate::allocation::Member]) {
+    use crate::allocation::{allocate_wh, SplitKey};
+    let bills = &b.bills;
+    let s = &mut b.summary;
+    let mut totals: Vec<Decimal> = bills.iter().map(|x| x.total).collect();
+    totals.sort();
+    s.bills = bills.len();
+    s.estimated_bills = bills.iter().filter(|x| x.estimated).count();
+    s.apartments_kwh = bills.iter().map(|x| x.total_kwh).sum();
+    let reconciled = !bills.is_empty() && bills.len() == s.households && bills.iter().all(|x| x.common_kwh.is_some());
+    s.common_kwh = reconciled.then(|| bills.iter().filter_map(|x| x.common_kwh).sum());
+    s.master_kwh = s.common_kwh.map(|c| c + s.apartments_kwh);
+    s.master_estimated_share = None;
+    s.common_percent = match (s.common_kwh, s.master_kwh) {
+        (Some(c), Some(m)) if !m.is_zero() => Some(crate::money::round_para(c * Decimal::ONE_HUNDRED / m)),
+        _ => None,
+    };
+    s.metered_total = totals.iter().sum();
+    let with_old: Vec<&crate::run::HouseholdBill> = bills.iter().filter(|x| x.old_split_total.is_some()).collect();
+    s.one_over_n_total = (!with_old.is_empty() && with_old.len() == bills.len())
+        .then(|| with_old.iter().filter_map(|x| x.old_split_total).sum());
+    s.min_bill = totals.first().copied();
+    s.median_bill = crate::run::median(&totals);
+    s.max_bill = totals.last().copied();
+    s.pay_more = with_old.iter().filter(|x| x.difference.is_some_and(|d| d > Decimal::ZERO)).count();
+    s.pay_less = with_old.iter().filter(|x| x.difference.is_some_and(|d| d < Decimal::ZERO)).count();
+    s.pay_same = with_old.iter().filter(|x| x.difference.is_some_and(|d| d.is_zero())).count();
+    s.problems = b.problems.len();
+    s.split_keys.clear();
+    let common_wh = s.common_kwh.map(|c| (c * Decimal::ONE_THOUSAND).trunc()).and_then(|w| {
+        let t = w.normalize();
+        i64::try_from(t.mantissa() / 10i128.pow(t.scale())).ok()
+    });
+    if let Some(common) = common_wh {
+        for k in [SplitKey::Equal, SplitKey::FloorArea, SplitKey::Residents] {
+            if let Ok(parts) = allocate_wh(common, k, members) {
+                if let (Some(min), Some(max)) = (parts.iter().min(), parts.iter().max()) {
+                    s.split_keys.push(crate::run::KeyResult {
+                        key: split_key_name(k),
+                        min_kwh: crate::money::wh_to_kwh(*min),
+                        max_kwh: crate::money::wh_to_kwh(*max),
+                    });
+                }
+            }
+        }
+    }
+}

@@ -7,6 +7,8 @@
 //!   Σ apartments, common + losses (kWh and %), metered vs 1/N totals, min/median/max bill, how many pay
 //!   more/less, the min/max household common-area share under each split key, and every data-quality
 //!   problem of the run.
+//! - `invoices/<household>.html` and `buildings/<code>.html` ([`write_html`]): the printable invoice and
+//!   building report of [`crate::html`].
 
 use std::path::Path;
 
@@ -117,4 +119,32 @@ pub fn write_exports(dir: &Path, outcome: &RunOutcome) -> Result<(), ExportError
             problems: outcome.buildings.iter().flat_map(|b| b.problems.iter()).collect(),
         },
     )
+}
+
+/// Writes `invoices/<household>.html` per bill and `buildings/<code>.html` per building into `dir`; file
+/// names are the codes with anything but `[A-Za-z0-9._-]` replaced by `_` ([`crate::html::file_stem`]).
+/// `addresses` maps building codes to their address (a missing one prints as empty).
+pub fn write_html(
+    dir: &Path,
+    meta: &crate::db::RunMeta,
+    buildings: &[crate::run::BuildingResult],
+    addresses: &std::collections::HashMap<String, String>,
+) -> Result<(), ExportError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| ExportError::Io { path, source }
+    };
+    let (inv, bld) = (dir.join("invoices"), dir.join("buildings"));
+    std::fs::create_dir_all(&inv).map_err(io(&inv))?;
+    std::fs::create_dir_all(&bld).map_err(io(&bld))?;
+    for b in buildings {
+        let address = addresses.get(&b.summary.building_code).map(String::as_str).unwrap_or("");
+        for bill in &b.bills {
+            let path = inv.join(format!("{}.html", crate::html::file_stem(&bill.household_code)));
+            std::fs::write(&path, crate::html::invoice(meta, address, bill)).map_err(io(&path))?;
+        }
+        let path = bld.join(format!("{}.html", crate::html::file_stem(&b.summary.building_code)));
+        std::fs::write(&path, crate::html::building_report(meta, address, b)).map_err(io(&path))?;
+    }
+    Ok(())
 }

@@ -10,11 +10,15 @@
 //! | [`money`] | the rounding rule, in one place |
 //! | [`run`] | a month's run for buildings from the register readings at the period boundaries (Europe/Belgrade month, boundary estimation, reconciliation, common-area split, 1/N) — pure |
 //! | [`db`] | reading the head-end's schema, storing runs/bills/lines/problems (migration 0004), versions |
-//! | [`export`] | `bills.csv`, `bills.json`, `buildings.json` |
+//! | [`export`] | `bills.csv`, `bills.json`, `buildings.json`, `invoices/<household>.html`, `buildings/<code>.html` |
+//! | [`html`] | the printable invoice and building report (hand-written, escaped HTML; inline CSS and SVG) |
+//! | [`show`] | `billing show`: a stored run as text, JSON or HTML |
 //!
 //! `billing run --period YYYY-MM [--building CODE] [--out DIR] [--split equal|area|residents] [--tariff FILE]`
 //! (`--database-url` or `DATABASE_URL`) bills every household for the month; see [`run`] for the rules (two
 //! readings per register and meter: no raw-interval scan, hence no ingest-time rollup needed for billing).
+//! `billing show --period YYYY-MM [--version N] [--household CODE | --building CODE] [--format text|json|html]`
+//! prints a stored run ([`show`]).
 //!
 //! # Rounding (stated once, implemented in [`money`])
 //!
@@ -48,10 +52,12 @@ pub mod allocation;
 pub mod bill;
 pub mod db;
 pub mod export;
+pub mod html;
 pub mod interval;
 pub mod money;
 pub mod old_split;
 pub mod run;
+pub mod show;
 pub mod tariff;
 
 pub use bill::{compute_bill, Bill, BillError, BillInput, Consumption, Period};

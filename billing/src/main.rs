@@ -1,4 +1,4 @@
-//! `billing` — `billing run --period YYYY-MM …` and `billing tariff check FILE`.
+//! `billing` — `billing run --period YYYY-MM …`, `billing show --period YYYY-MM …` and `billing tariff check FILE`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -23,7 +23,8 @@ enum Command {
         /// Only this building (its code).
         #[arg(long)]
         building: Option<String>,
-        /// Folder for bills.csv, bills.json and buildings.json; nothing is written without it.
+        /// Folder for bills.csv, bills.json, buildings.json, invoices/<household>.html and
+        /// buildings/<code>.html; nothing is written without it.
         #[arg(long)]
         out: Option<PathBuf>,
         /// How common areas + losses are split: equal, area (floor area) or residents.
@@ -36,6 +37,26 @@ enum Command {
         /// Tariff file; default the shipped EPS household tariff.
         #[arg(long)]
         tariff: Option<PathBuf>,
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+    },
+    /// Print a stored run: the latest version of the period unless --version.
+    Show {
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        period: String,
+        /// The run version of that period; default the latest.
+        #[arg(long)]
+        version: Option<i32>,
+        /// Only this household (its code): its bill.
+        #[arg(long, conflicts_with = "building")]
+        household: Option<String>,
+        /// Only this building (its code): its summary and bills.
+        #[arg(long)]
+        building: Option<String>,
+        /// text, json or html (html needs --household or --building, or a run with one building).
+        #[arg(long, default_value = "text")]
+        format: String,
         #[arg(long, env = "DATABASE_URL")]
         database_url: String,
     },
@@ -62,8 +83,36 @@ fn load_tariff(file: Option<PathBuf>) -> anyhow::Result<billing::Tariff> {
     })
 }
 
+async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, conn) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.context("connecting to the database")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Show { period, version, household, building, format, database_url } => {
+            let month = billing::run::BillingMonth::parse(&period)?;
+            let format = billing::show::Format::parse(&format)?;
+            let select = match (household, building) {
+                (Some(h), _) => billing::show::Select::Household(h),
+                (None, Some(b)) => billing::show::Select::Building(b),
+                (None, None) => billing::show::Select::All,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let client = connect(&database_url).await?;
+                let stored = billing::db::load_run(&client, &month, version).await?;
+                let codes: Vec<&str> = stored.buildings.iter().map(|b| b.summary.building_code.as_str()).collect();
+                let addresses = billing::db::load_addresses(&client, &codes).await?;
+                let text = billing::show::render(&stored, &addresses, &select, format)?;
+                print!("{text}");
+                anyhow::Ok(())
+            })
+        }
         Command::Tariff { command: TariffCommand::Check { file } } => {
             println!("{}", load_tariff(file)?);
             Ok(())
@@ -88,6 +137,9 @@ fn main() -> anyhow::Result<()> {
                 let exported = Instant::now();
                 if let Some(dir) = &out {
                     billing::export::write_exports(dir, &outcome)?;
+                    let codes: Vec<&str> = outcome.buildings.iter().map(|b| b.summary.building_code.as_str()).collect();
+                    let addresses = billing::db::load_addresses(&client, &codes).await?;
+                    billing::export::write_html(dir, &outcome.meta, &outcome.buildings, &addresses)?;
                 }
                 let exported = exported.elapsed();
                 let bills: usize = outcome.buildings.iter().map(|b| b.bills.len()).sum();

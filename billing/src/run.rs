@@ -91,6 +91,10 @@ pub enum RunError {
     UnknownBuilding(String),
     #[error("inventory: {0}")]
     Inventory(String),
+    #[error("no stored billing run for period {period}{}", version.map(|v| format!(" version {v}")).unwrap_or_default())]
+    NoRun { period: String, version: Option<i32> },
+    #[error("stored run: {0}")]
+    Stored(String),
     #[error("database: {0}")]
     Db(#[from] tokio_postgres::Error),
 }
@@ -397,7 +401,7 @@ pub fn lines_of(bill: &Bill) -> Vec<LineOut> {
     out
 }
 
-fn median(sorted: &[Decimal]) -> Option<Decimal> {
+pub(crate) fn median(sorted: &[Decimal]) -> Option<Decimal> {
     let n = sorted.len();
     match n {
         0 => None,

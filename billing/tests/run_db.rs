@@ -425,6 +425,22 @@ async fn the_cli_bills_stores_and_exports() {
     for file in ["bills.csv", "bills.json", "buildings.json"] {
         assert!(dir.path().join(file).exists(), "{file}");
     }
+    // The printable HTML: an invoice per household with its total, a report per building with every total.
+    let stored = billing::db::load_run(&f.client, &f.month, None).await.unwrap();
+    let [b] = stored.buildings.as_slice() else { panic!("one building") };
+    let report = std::fs::read_to_string(dir.path().join("buildings/B1.html")).unwrap();
+    assert!(report.contains("Njegoševa 1") && report.contains("<svg"));
+    assert!(report.contains(&format!("{} RSD", billing::html::rsd(b.summary.metered_total))));
+    for bill in &b.bills {
+        let path = dir.path().join(format!("invoices/{}.html", bill.household_code));
+        let html = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(html.contains(&format!("{} RSD", billing::html::rsd(bill.total))), "{}", bill.household_code);
+        assert!(html.contains("Njegoševa 1") && html.contains(&bill.meter_serial) && html.contains("2026-10"));
+        for l in &bill.lines {
+            assert!(html.contains(&billing::html::rsd(l.amount)));
+        }
+        assert!(report.contains(&billing::html::rsd(bill.total)));
+    }
     let key: String = f.client.query_one("SELECT split_key FROM billing_runs", &[]).await.unwrap().get(0);
     assert_eq!(key, "equal");
     // Bad input is an error message and a failure status, never a panic.
@@ -439,4 +455,103 @@ async fn the_cli_bills_stores_and_exports() {
         assert!(stderr.starts_with("Error: "), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+/// Runs the `billing` binary; (status code, stdout, stderr).
+async fn cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_billing")).args(args).output().await.unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_stored_run_reads_back_as_computed() {
+    let mut f = setup("2026-10").await;
+    let t = tariffs();
+    let first = run(&mut f.client, &opts(f.month), &t).await.unwrap();
+    let rules = Rules { split: SplitKey::Equal, ..Rules::default() };
+    let second = run(&mut f.client, &RunOptions { rules, ..opts(f.month) }, &t).await.unwrap();
+    for (out, version) in [(&first, Some(1)), (&second, None), (&second, Some(2))] {
+        let stored = billing::db::load_run(&f.client, &f.month, version).await.unwrap();
+        assert_eq!(stored.meta, out.meta);
+        let ([got], [want]) = (stored.buildings.as_slice(), out.buildings.as_slice()) else { panic!("one building") };
+        assert_eq!(got.bills, want.bills, "bills and lines as computed");
+        assert_eq!(got.problems, want.problems);
+        // The summary is rebuilt; only the master's own estimated share is not stored.
+        let mut summary = want.summary.clone();
+        summary.master_estimated_share = None;
+        assert_eq!(got.summary, summary);
+    }
+    let missing = billing::db::load_run(&f.client, &f.month, Some(3)).await;
+    assert!(matches!(missing, Err(billing::run::RunError::NoRun { version: Some(3), .. })));
+}
+
+#[tokio::test]
+async fn the_cli_shows_a_stored_run() {
+    let mut f = setup("2026-10").await;
+    // An address that must be escaped in the HTML.
+    f.client.execute("UPDATE buildings SET address = '<script>alert(1)</script> Njegoševa 1'", &[]).await.unwrap();
+    let out = run(&mut f.client, &opts(f.month), &tariffs()).await.unwrap();
+    let [b] = out.buildings.as_slice() else { panic!("one building") };
+    let url = f.db.url.clone();
+    let base = ["show", "--period", "2026-10", "--database-url", &url];
+
+    // Text: the run and every household total.
+    let (code, text, err) = cli(&base).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(text.starts_with(&format!("run {} period 2026-10 version 1", out.meta.run_id)), "{text}");
+    assert!(text.contains(&format!("metered {} RSD", b.summary.metered_total)), "{text}");
+    for bill in &b.bills {
+        assert!(text.contains(&format!("household {} ", bill.household_code)), "{text}");
+        assert!(text.contains(&format!("total {} RSD", bill.total)), "{text}");
+    }
+
+    // One household: every line.
+    let h2 = &b.bills[1];
+    let (code, text, err) = cli(&[&base[..], &["--household", "H2", "--version", "1"]].concat()).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(text.contains(&format!("total {} RSD", h2.total)), "{text}");
+    assert_eq!(text.lines().count(), 2 + h2.lines.len(), "{text}");
+    for l in &h2.lines {
+        let mut amount = l.amount; // as stored: numeric(15, 2)
+        amount.rescale(2);
+        assert!(text.contains(&format!("= {:>12}", amount.to_string())), "{text}");
+    }
+
+    // JSON.
+    let (code, json, err) = cli(&[&base[..], &["--household", "H1", "--format", "json"]].concat()).await;
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["bill"]["total"], serde_json::json!(b.bills[0].total.to_string()));
+    assert_eq!(v["run"]["version"], 1);
+    let (code, json, err) = cli(&[&base[..], &["--building", "B1", "--format", "json"]].concat()).await;
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["buildings"][0]["summary"]["metered_total"], serde_json::json!(b.summary.metered_total.to_string()));
+    assert_eq!(v["buildings"][0]["bills"].as_array().unwrap().len(), 3);
+
+    // HTML: the invoice and the building report, the address escaped.
+    let (code, html, err) = cli(&[&base[..], &["--household", "H3", "--format", "html"]].concat()).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(html.contains(&format!("{} RSD", billing::html::rsd(b.bills[2].total))));
+    assert!(!html.contains("<script>") && html.contains("&lt;script&gt;alert(1)&lt;/script&gt; Njegoševa 1"));
+    let (code, html, err) = cli(&[&base[..], &["--building", "B1", "--format", "html"]].concat()).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(html.contains("<svg") && !html.contains("<script>"));
+    assert!(html.contains(&billing::html::rsd(b.summary.metered_total)));
+
+    // Errors: a message and status 1, never a panic.
+    for args in
+        [vec!["--household", "NOPE"], vec!["--building", "NOPE"], vec!["--version", "9"], vec!["--format", "pdf"]]
+    {
+        let (code, _, err) = cli(&[&base[..], &args[..]].concat()).await;
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.starts_with("Error: ") && !err.contains("panicked"), "{err}");
+    }
+    let (code, _, err) = cli(&["show", "--period", "2026-11", "--database-url", &url]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no stored billing run for period 2026-11"), "{err}");
 }

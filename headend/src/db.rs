@@ -61,6 +61,23 @@ pub async fn connect_retrying(url: &str, deadline: Duration) -> Result<Client, t
     }
 }
 
+/// An error with what tokio-postgres's Display hides: the SQLSTATE, the server's message and detail.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => {
+            let mut s = format!("{} ({}): {}", d.severity(), d.code().code(), d.message());
+            if let Some(detail) = d.detail() {
+                s.push_str(&format!("; {detail}"));
+            }
+            s
+        }
+        None => {
+            let source = std::error::Error::source(e).map(|s| format!(": {s}")).unwrap_or_default();
+            format!("{e}{source}")
+        }
+    }
+}
+
 /// Whether an error is worth retrying: connection trouble, serialisation failures, deadlocks,
 /// admin shutdown, too many connections, lock timeouts, cancelled statements, I/O errors. Anything
 /// else is a refusal of the data itself, which retrying cannot mend.
@@ -330,6 +347,29 @@ mod tests {
         // Nothing half-applied.
         let n: i64 = c.query_one("SELECT count(*) FROM schema_migrations", &[]).await.expect("count").get(0);
         assert_eq!(n, 0);
+    }
+
+    /// Many writers reaching a new day at once: every call succeeds, exactly one creates it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_partition_creation_is_idempotent() {
+        let db = TestDb::new().await;
+        drop(db.migrated().await);
+        for d in 1..=5u32 {
+            let day = chrono::NaiveDate::from_ymd_opt(2026, 10, d).expect("date");
+            let mut calls = Vec::new();
+            for _ in 0..8 {
+                let url = db.url.clone();
+                calls.push(tokio::spawn(async move {
+                    let c = connect(&url).await.expect("connect");
+                    c.query_one("SELECT headend_ensure_partition($1)", &[&day]).await.map(|r| r.get::<_, bool>(0))
+                }));
+            }
+            let mut created = 0;
+            for call in calls {
+                created += u32::from(call.await.expect("join").expect("no error under concurrency"));
+            }
+            assert_eq!(created, 1, "day {day}");
+        }
     }
 
     #[tokio::test]

@@ -263,20 +263,20 @@ impl Worker {
                         }
                     }
                     self.metrics.writer_errors.with_label_values(&["transient"]).inc();
-                    tracing::warn!(worker = self.n, error = %e, retry_in = ?delay, rows = batch.rows.len(), "batch write failed, retrying");
+                    tracing::warn!(worker = self.n, error = %db::describe(&e), retry_in = ?delay, rows = batch.rows.len(), "batch write failed, retrying");
                     self.client = None;
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(self.cfg.retry_max);
                 }
                 Err(Failure::Permanent(e)) => {
                     self.metrics.writer_errors.with_label_values(&["permanent"]).inc();
-                    tracing::error!(worker = self.n, error = %e, messages = batch.raw.len(), "batch refused by the database; storing its messages as dead letters");
+                    tracing::error!(worker = self.n, error = %db::describe(&e), messages = batch.raw.len(), "batch refused by the database; storing its messages as dead letters");
                     if fallback {
                         // Even the dead letters were refused: keep the batch (unacknowledged) and retry.
                         self.client = None;
                         tokio::time::sleep(self.cfg.retry_max).await;
                     } else {
-                        let detail = format!("database refused the batch: {e}");
+                        let detail = format!("database refused the batch: {}", db::describe(&e));
                         let raw = std::mem::take(&mut batch.raw);
                         for (source, origin, payload) in raw {
                             batch.dead.push(DeadLetter::new(source, &origin, "store_failed", detail.clone(), payload));
@@ -419,7 +419,8 @@ fn hour_of(ts: DateTime<Utc>) -> DateTime<Utc> {
 fn classify(e: tokio_postgres::Error) -> Failure {
     // A missing partition (23514, a routing check) means another process dropped or never created
     // it: worth a retry after ensuring partitions again.
-    if db::is_transient(&e) || e.code().is_some_and(|c| c.code() == "23514") {
+    // 42P07 (a partition created concurrently, before migration 5 made that idempotent) too.
+    if db::is_transient(&e) || e.code().is_some_and(|c| matches!(c.code(), "23514" | "42P07")) {
         Failure::Transient(e)
     } else {
         Failure::Permanent(e)

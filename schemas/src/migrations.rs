@@ -73,6 +73,14 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: Sql::Common(include_str!("../migrations/0003_events_dead_letters_ledger.sql")),
     },
     Migration { version: 4, name: "billing", sql: Sql::Common(include_str!("../migrations/0004_billing.sql")) },
+    Migration {
+        version: 5,
+        name: "partition_race",
+        sql: Sql::PerStorage {
+            timescale: include_str!("../migrations/0005_partition_race.timescale.sql"),
+            plain: include_str!("../migrations/0005_partition_race.plain.sql"),
+        },
+    },
 ];
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! End-to-end tests: real binaries, a real PostgreSQL and a real Mosquitto (one test binary; see
 //! .config/nextest.toml for how they share the machine).
 
+mod billing;
 mod harness;
 mod ingest;
 mod model;
