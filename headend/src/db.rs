@@ -243,67 +243,26 @@ pub async fn storage(client: &Client) -> Result<Option<Storage>, DbError> {
 #[cfg(test)]
 pub(crate) mod testdb {
     use super::*;
-    use std::sync::atomic::{AtomicU32, Ordering};
 
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-
+    /// A database from the harness (`tests::pg::TestDatabase`), dropped with the value.
     pub struct TestDb {
-        admin: String,
+        db: ::tests::pg::TestDatabase,
         pub name: String,
         pub url: String,
     }
 
-    pub fn admin_url() -> String {
-        std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-    }
-
-    fn with_db(url: &str, db: &str) -> String {
-        let cfg: tokio_postgres::Config = url.parse().expect("DATABASE_URL parses");
-        let host = match cfg.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            _ => "127.0.0.1".into(),
-        };
-        let port = cfg.get_ports().first().copied().unwrap_or(5432);
-        let user = cfg.get_user().unwrap_or("postgres");
-        format!("postgres://{user}@{host}:{port}/{db}")
-    }
-
     impl TestDb {
         pub async fn new() -> TestDb {
-            let admin = admin_url();
-            let name = format!(
-                "hes_unit_{}_{}_{}",
-                std::process::id(),
-                COUNTER.fetch_add(1, Ordering::Relaxed),
-                chrono::Utc::now().timestamp_subsec_nanos()
-            );
-            let c = connect(&admin).await.expect("admin connection (set DATABASE_URL)");
-            c.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
-            let url = with_db(&admin, &name);
-            TestDb { admin, name, url }
+            let db = ::tests::pg::TestDatabase::create(&::tests::pg::admin_url(), "unit")
+                .await
+                .expect("test database (set DATABASE_URL)");
+            TestDb { name: db.name.clone(), url: db.url.clone(), db }
         }
 
         pub async fn migrated(&self) -> Client {
-            let mut c = connect(&self.url).await.expect("connect test database");
+            let mut c = connect(&self.db.url).await.expect("connect test database");
             migrate(&mut c, TimescaleMode::Off).await.expect("migrate");
             c
-        }
-    }
-
-    impl Drop for TestDb {
-        fn drop(&mut self) {
-            let admin = self.admin.clone();
-            let name = self.name.clone();
-            // Drop from a fresh thread: Drop may run inside a runtime.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-                rt.block_on(async {
-                    if let Ok(c) = connect(&admin).await {
-                        let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
-                    }
-                });
-            })
-            .join();
         }
     }
 }

@@ -122,14 +122,11 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
     step("cargo build --bins (the end-to-end tests run the binaries)", build)?;
     let mut t = cargo();
     if has_nextest() {
-        t.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+        t.args(["nextest", "run", "--workspace", "--no-fail-fast"]).args(args);
     } else {
         // Without nextest's test groups, one test at a time: the end-to-end tests each run a
         // broker, a head-end and a simulator on a 2-core machine.
         t.args(["test", "--workspace", "--no-fail-fast"]).args(args).args(["--", "--test-threads=1"]);
-    }
-    if has_nextest() {
-        t.args(args);
     }
     t.env("DATABASE_URL", &services.admin_url).env("MQTT_URL", &services.mqtt_url);
     step("tests", t)?;
