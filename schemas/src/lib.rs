@@ -10,6 +10,7 @@
 pub mod channel;
 pub mod inventory;
 pub mod migrations;
+pub mod modbus_map;
 pub mod obis;
 pub mod payload;
 pub mod reading;
