@@ -15,7 +15,7 @@ use crate::directory::MeterDirectory;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::mqtt::{self, MqttState};
-use crate::{db, maintenance, writer};
+use crate::{collect, db, maintenance, writer};
 
 /// A small pool for the API, readiness and meter look-ups (the writer has its own connections).
 pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
@@ -60,6 +60,11 @@ pub async fn serve(
         let _ = done_tx.send(true);
     });
 
+    let pollers = collect::pollers::build(&cfg, &pool).await.context("setting up the DLMS/Modbus clients")?;
+    let collect_stop = CancellationToken::new();
+    let (poll_now, poll_now_rx) = watch::channel(0u64);
+    let collectors = start_collectors(&cfg, &pollers, &pool, &writer, &metrics, poll_now_rx, &collect_stop);
+
     let mqtt_state = Arc::new(MqttState::default());
     let accepting = Arc::new(AtomicBool::new(true));
     let intake_stop = CancellationToken::new();
@@ -84,7 +89,15 @@ pub async fn serve(
         upkeep_stop.clone(),
     ));
 
-    let state = AppState { pool, metrics, mqtt: mqtt_state, accepting: accepting.clone(), cfg: cfg.http.clone() };
+    let state = AppState {
+        pool,
+        metrics,
+        mqtt: mqtt_state,
+        accepting: accepting.clone(),
+        cfg: cfg.http.clone(),
+        commander: pollers.commander.clone(),
+        poll_now: cfg.collect.enabled.then(|| Arc::new(poll_now)),
+    };
     let listener =
         tokio::net::TcpListener::bind(cfg.http.listen).await.with_context(|| format!("binding {}", cfg.http.listen))?;
     let addr = listener.local_addr()?;
@@ -108,6 +121,12 @@ pub async fn serve(
     }
     tracing::info!("shutting down: readiness off, stopping intake");
     accepting.store(false, Ordering::Release);
+    // Pollers first: their sessions finish and hand their readings to the writer, then their
+    // writer handles drop, so the writer can drain and the MQTT acknowledgements go out.
+    collect_stop.cancel();
+    for task in collectors {
+        let _ = task.await;
+    }
     intake_stop.cancel();
     match mqtt_task.await {
         Ok(Ok(())) => tracing::info!("intake stopped; writer flushed and acknowledgements sent"),
@@ -120,6 +139,39 @@ pub async fn serve(
     http_task.await.context("HTTP task")?.context("HTTP server")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the polling collectors when `collect.enabled`: one task per group, a status writer, and
+/// the pollers of the protocols configured. Returns the tasks, which end after `stop`.
+fn start_collectors(
+    cfg: &HeadendConfig,
+    pollers: &collect::pollers::Pollers,
+    pool: &Pool,
+    writer: &writer::WriterHandle,
+    metrics: &Arc<Metrics>,
+    wake: watch::Receiver<u64>,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    if !cfg.collect.enabled {
+        return Vec::new();
+    }
+    let (status_tx, status_rx) = mpsc::channel(10_000);
+    let status = tokio::spawn(collect::status::run(pool.clone(), status_rx, std::time::Duration::from_secs(1), 5_000));
+    let c = &cfg.collect;
+    let shared = Arc::new(collect::scheduler::Shared {
+        cfg: c.clone(),
+        pool: pool.clone(),
+        writer: writer.clone(),
+        metrics: metrics.clone(),
+        limits: collect::limits::Limits::new(c.max_sessions, c.max_sessions_per_cell, c.new_connections_per_second),
+        status: status_tx,
+        wake,
+    });
+    let mut tasks = collect::scheduler::spawn_groups(shared, &pollers.by_protocol, stop);
+    tracing::info!(groups = tasks.len(), "polling collectors started");
+    // The status writer ends when the last session's sender (inside `shared`) is gone.
+    tasks.push(status);
+    tasks
 }
 
 /// Resolves only if the MQTT task ends on its own (e.g. a bad URL), never on success.

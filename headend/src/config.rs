@@ -25,6 +25,9 @@ pub struct HeadendConfig {
     pub storage: StorageConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    pub collect: CollectConfig,
+    pub dlms: DlmsConfig,
+    pub modbus: ModbusConfig,
 }
 
 /// PostgreSQL / TimescaleDB.
@@ -206,6 +209,9 @@ pub struct HttpConfig {
     pub max_query_span: Duration,
     /// Most rows one readings request returns.
     pub max_rows: usize,
+    /// Bearer token for operator commands (remote disconnect/reconnect). Unset: commands are off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operator_token: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -214,8 +220,238 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_query_span: Duration::from_secs(93 * 86_400),
             max_rows: 100_000,
+            operator_token: None,
         }
     }
+}
+
+/// Polling collectors (DLMS today, Modbus through the same scheduler): when and how hard to poll.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectConfig {
+    /// Poll at all. Off by default: a head-end fed by MQTT only needs no schedule.
+    pub enabled: bool,
+    /// `k/n`: this replica polls the meters whose id modulo n is k (replicas split the fleet).
+    pub shard: String,
+    /// Sessions open at once, over all groups and protocols.
+    pub max_sessions: usize,
+    /// Sessions open at once per cell or concentrator (meters sharing `meters.transformer`).
+    pub max_sessions_per_cell: usize,
+    /// New connections started per second (a token bucket; 0 = unlimited).
+    pub new_connections_per_second: u32,
+    /// Further attempts after a failed session (with exponential backoff and jitter).
+    pub retries: u32,
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// The longest gap one session back-fills from the load profile; older gaps stay in the ledger.
+    #[serde(with = "humantime_serde")]
+    pub backfill_max: Duration,
+    /// A meter clock further off than this is flagged.
+    #[serde(with = "humantime_serde")]
+    pub clock_threshold: Duration,
+    /// Set a flagged meter's clock (DLMS SET on 0.0.1.0.0.255) when it is off by at most
+    /// `clock_sync_max_step`; a larger deviation is only flagged, for an engineer to look at.
+    pub clock_sync: bool,
+    #[serde(with = "humantime_serde")]
+    pub clock_sync_max_step: Duration,
+    /// Schedules per group of meters.
+    pub groups: Vec<GroupSchedule>,
+}
+
+impl Default for CollectConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            shard: "0/1".into(),
+            max_sessions: 2_000,
+            max_sessions_per_cell: 64,
+            new_connections_per_second: 5_000,
+            retries: 2,
+            retry_backoff: Duration::from_secs(5),
+            backfill_max: Duration::from_secs(3 * 86_400),
+            clock_threshold: Duration::from_secs(10),
+            clock_sync: false,
+            clock_sync_max_step: Duration::from_secs(60),
+            groups: vec![GroupSchedule::default()],
+        }
+    }
+}
+
+impl CollectConfig {
+    /// `(k, n)` of [`CollectConfig::shard`].
+    pub fn shard(&self) -> Result<(u32, u32), ConfigError> {
+        let bad = || ConfigError::Invalid(format!("collect.shard {:?}: expected k/n with 0 <= k < n", self.shard));
+        let (k, n) = self.shard.split_once('/').ok_or_else(bad)?;
+        let (k, n): (u32, u32) = (k.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        if n == 0 || k >= n {
+            return Err(bad());
+        }
+        Ok((k, n))
+    }
+}
+
+/// Which protocol a group of meters is polled with.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum PollProtocol {
+    Dlms,
+    Modbus,
+}
+
+impl PollProtocol {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PollProtocol::Dlms => "dlms",
+            PollProtocol::Modbus => "modbus",
+        }
+    }
+}
+
+/// The schedule of one group: the meters of one protocol whose `transformer` starts with a prefix.
+/// A meter belongs to the first group that matches it. Slots of a period of a day or more are
+/// local (Europe/Belgrade) midnights; shorter periods are multiples of the period since midnight
+/// UTC. A task is due when its latest slot has passed since it last succeeded for that meter.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupSchedule {
+    pub name: String,
+    pub protocol: PollProtocol,
+    /// Meters whose `transformer` starts with this ("" = every meter of the protocol).
+    pub transformer_prefix: String,
+    /// Load profile (read by range from the last stored interval).
+    #[serde(with = "humantime_serde")]
+    pub profile_every: Duration,
+    /// Billing registers (1.8.0, 1.8.1, 1.8.2, 2.8.0); daily = just after local midnight.
+    #[serde(with = "humantime_serde")]
+    pub registers_every: Duration,
+    /// Standard event log.
+    #[serde(with = "humantime_serde")]
+    pub events_every: Duration,
+    /// Clock check (and sync when enabled).
+    #[serde(with = "humantime_serde")]
+    pub clock_every: Duration,
+    /// Rounds start this long after a slot, so meters have closed the interval.
+    #[serde(with = "humantime_serde")]
+    pub offset: Duration,
+}
+
+impl Default for GroupSchedule {
+    fn default() -> Self {
+        Self {
+            name: "dlms".into(),
+            protocol: PollProtocol::Dlms,
+            transformer_prefix: String::new(),
+            profile_every: Duration::from_secs(900),
+            registers_every: Duration::from_secs(86_400),
+            events_every: Duration::from_secs(86_400),
+            clock_every: Duration::from_secs(86_400),
+            offset: Duration::from_secs(60),
+        }
+    }
+}
+
+/// DLMS/COSEM sessions: transport, addressing and security of the head-end's client.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DlmsConfig {
+    /// `wrapper` (IEC 62056-47 over TCP) or `hdlc` (HDLC over TCP).
+    pub transport: DlmsTransport,
+    /// Port used when a meter's address has none.
+    pub port: u16,
+    /// Client SAP / HDLC client address: 16 public (no security), 1 management.
+    pub client: u16,
+    /// Server logical device (wrapper destination, HDLC upper address).
+    pub server_logical: u16,
+    /// HDLC lower (physical) address.
+    pub server_physical: u16,
+    /// `none`, `low` (LLS password) or `gmac` (HLS-GMAC, suite 0, authenticated and encrypted).
+    pub auth: DlmsAuth,
+    /// Per-meter keys: CSV `serial,system_title,ek,ak,password` (hex; as `meter-sim keys` writes).
+    /// Never logged. Required for `low` and `gmac`.
+    pub keys_file: Option<std::path::PathBuf>,
+    /// The head-end's system title (16 hex digits) for ciphered sessions.
+    pub system_title: String,
+    /// Largest APDU the head-end proposes to receive.
+    pub max_pdu: u16,
+    /// Most attributes in one GET with-list (a meter's own limit, once probed, wins).
+    pub max_list: usize,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Timeout of each request/response step.
+    #[serde(with = "humantime_serde")]
+    pub step_timeout: Duration,
+    /// Where pushed DataNotifications arrive (TCP wrapper); absent = no push listener.
+    pub push_listen: Option<SocketAddr>,
+}
+
+impl Default for DlmsConfig {
+    fn default() -> Self {
+        Self {
+            transport: DlmsTransport::Wrapper,
+            port: 4059,
+            client: 16,
+            server_logical: 1,
+            server_physical: 17,
+            auth: DlmsAuth::None,
+            keys_file: None,
+            system_title: "4845530000000001".into(),
+            max_pdu: 1024,
+            max_list: 10,
+            connect_timeout: Duration::from_secs(10),
+            step_timeout: Duration::from_secs(10),
+            push_listen: None,
+        }
+    }
+}
+
+/// Modbus TCP meters: register maps and the gateway connection pool.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModbusConfig {
+    /// Directory of register maps (`*.toml`, format in `schemas::modbus_map`); a meter's address
+    /// `host:port/unit/map` names its map by file stem. Read at start-up when a group polls Modbus.
+    pub maps_dir: std::path::PathBuf,
+    /// The map of addresses that name none.
+    pub default_map: Option<String>,
+    /// Gateway connections open at once.
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Further attempts of one request after a transport failure or a busy device.
+    pub retries: u32,
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+}
+
+impl Default for ModbusConfig {
+    fn default() -> Self {
+        Self {
+            maps_dir: "config/modbus".into(),
+            default_map: None,
+            max_connections: 256,
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(2),
+            retries: 2,
+            backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DlmsTransport {
+    Wrapper,
+    Hdlc,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DlmsAuth {
+    None,
+    Low,
+    Gmac,
 }
 
 /// Logging.
@@ -263,6 +499,18 @@ impl HeadendConfig {
                 )));
             }
         }
+        self.collect.shard()?;
+        if self.collect.enabled && self.collect.max_sessions == 0 {
+            return Err(ConfigError::Invalid("collect.max_sessions must be above 0".into()));
+        }
+        for g in &self.collect.groups {
+            if g.profile_every.is_zero() || g.registers_every.is_zero() || g.events_every.is_zero() {
+                return Err(ConfigError::Invalid(format!("collect.groups {:?}: periods must be above 0", g.name)));
+            }
+        }
+        if self.dlms.auth != DlmsAuth::None && self.collect.enabled && self.dlms.keys_file.is_none() {
+            return Err(ConfigError::Invalid("dlms.auth low/gmac needs dlms.keys_file".into()));
+        }
         if self.writer.batch_rows == 0 || self.writer.queue_messages == 0 {
             return Err(ConfigError::Invalid("writer.batch_rows and writer.queue_messages must be above 0".into()));
         }
@@ -294,7 +542,8 @@ impl HeadendConfig {
                 .find(|(env, _)| k.as_str().eq_ignore_ascii_case(env))
                 .map_or_else(|| k.as_str().to_owned().into(), |(_, key)| (*key).into())
         }))
-        .merge(Env::prefixed(prefix).split("__"))
+        // HEADEND_CONFIG names the file itself (the binary's --config), not a setting.
+        .merge(Env::prefixed(prefix).ignore(&["config"]).split("__"))
         .extract::<HeadendConfig>()
         .map_err(|e| ConfigError::Read(Box::new(e)))
         .and_then(|cfg| cfg.validate().map(|()| cfg))
@@ -331,6 +580,7 @@ mod tests {
                 "[writer]\nbatch_rows = 10\nmax_wait = \"1s\"\n[mqtt]\nurl = \"mqtt://file:1\"\n",
             )?;
             jail.set_env("HESTEST_WRITER__BATCH_ROWS", "20");
+            jail.set_env("HESTEST_CONFIG", "h.toml");
             jail.set_env("HESCONV_DATABASE_URL", "postgres://x@db/y");
             jail.set_env("HESCONV_MQTT_URL", "mqtt://env:2");
             let load = || HeadendConfig::load_with(Some(Path::new("h.toml")), "HESTEST_", TEST_CONVENTIONAL);

@@ -2,14 +2,17 @@
 //! PostgreSQL/TimescaleDB. See ARCHITECTURE.md for the map.
 
 pub mod app;
+pub mod collect;
 pub mod config;
 pub mod db;
+pub mod diag;
 pub mod directory;
 pub mod http;
 pub mod ingest;
 pub mod inventory;
 pub mod maintenance;
 pub mod metrics;
+pub mod modbus;
 pub mod mqtt;
 pub mod writer;
 

@@ -1,11 +1,11 @@
-//! The `headend` binary: `serve`, `migrate`, `inventory import`, `config`.
+//! The `headend` binary: `serve`, `migrate`, `inventory import`, `config`, `meter read`, `dlms decode`.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use headend::config::{HeadendConfig, LogFormat};
-use headend::{app, db};
+use headend::{app, db, diag};
 use tokio_util::sync::CancellationToken;
 
 /// Smart-meter head-end: collects readings over MQTT into PostgreSQL/TimescaleDB.
@@ -35,6 +35,164 @@ enum Command {
     },
     /// Print the effective configuration (defaults, file and environment merged) as TOML.
     Config,
+    /// Talk to one meter directly (diagnostics).
+    Meter {
+        #[command(subcommand)]
+        command: MeterCommand,
+    },
+    /// DLMS/COSEM tools.
+    Dlms {
+        #[command(subcommand)]
+        command: DlmsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MeterCommand {
+    /// Read objects (and a profile) in one DLMS session and print JSON: values scaled with units,
+    /// profile rows, errors by data-access-result.
+    Read(ReadArgs),
+}
+
+#[derive(clap::Args)]
+struct ReadArgs {
+    #[arg(long)]
+    host: String,
+    #[arg(long, default_value_t = 4059)]
+    port: u16,
+    /// HDLC framing over TCP instead of the IEC 62056-47 wrapper.
+    #[arg(long)]
+    hdlc: bool,
+    /// Client SAP: 16 public, 1 management.
+    #[arg(long, default_value_t = 16)]
+    client: u16,
+    /// Server logical device.
+    #[arg(long, default_value_t = 1)]
+    server: u16,
+    /// HDLC physical address.
+    #[arg(long, default_value_t = 17)]
+    physical: u16,
+    #[arg(long, value_enum, default_value = "none")]
+    auth: AuthArg,
+    /// LLS password (text).
+    #[arg(long, env = "DLMS_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// HLS-GMAC keys and the client's system title (hex).
+    #[arg(long, env = "DLMS_EK", hide_env_values = true)]
+    ek: Option<String>,
+    #[arg(long, env = "DLMS_AK", hide_env_values = true)]
+    ak: Option<String>,
+    #[arg(long, default_value = "4845530000000001")]
+    system_title: String,
+    /// The last invocation counter used with these keys.
+    #[arg(long, default_value_t = 0)]
+    invocation_counter: u32,
+    /// Objects to read: OBIS (class guessed) or class/OBIS/attribute, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    obis: Vec<String>,
+    /// A profile to read (e.g. 1.0.99.1.0.255) by range (--from/--to) or by entry (--entries A-B).
+    #[arg(long)]
+    profile: Option<String>,
+    #[arg(long)]
+    from: Option<String>,
+    #[arg(long)]
+    to: Option<String>,
+    #[arg(long)]
+    entries: Option<String>,
+    #[arg(long, default_value_t = 1024)]
+    max_pdu: u16,
+    #[arg(long, default_value = "10s")]
+    timeout: humantime::Duration,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AuthArg {
+    None,
+    Low,
+    Gmac,
+}
+
+#[derive(Subcommand)]
+enum DlmsCommand {
+    /// Decode an APDU, or a whole wrapper/HDLC frame, given in hex, and print it as JSON. With keys,
+    /// ciphered APDUs are deciphered (--system-title is the sender's when the APDU lacks it).
+    Decode {
+        hex: String,
+        #[arg(long, env = "DLMS_EK", hide_env_values = true)]
+        ek: Option<String>,
+        #[arg(long, env = "DLMS_AK", hide_env_values = true)]
+        ak: Option<String>,
+        #[arg(long)]
+        system_title: Option<String>,
+    },
+}
+
+fn key16(name: &str, v: Option<&String>) -> anyhow::Result<[u8; 16]> {
+    let v = v.with_context(|| format!("--{name} is required"))?;
+    hex::decode(v.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .with_context(|| format!("--{name}: expected 32 hex digits"))
+}
+
+fn title8(v: &str) -> anyhow::Result<[u8; 8]> {
+    hex::decode(v.trim()).ok().and_then(|b| b.try_into().ok()).context("system title: expected 16 hex digits")
+}
+
+fn time_arg(name: &str, v: Option<&String>) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    let v = v.with_context(|| format!("--{name} is required with --profile (or use --entries)"))?;
+    Ok(chrono::DateTime::parse_from_rfc3339(v).with_context(|| format!("--{name}: RFC 3339 time"))?.to_utc())
+}
+
+impl ReadArgs {
+    fn request(&self) -> anyhow::Result<diag::ReadRequest> {
+        use diag::{Auth, ProfileRead};
+        let auth = match self.auth {
+            AuthArg::None => Auth::None,
+            AuthArg::Low => Auth::Low {
+                password: self.password.clone().context("--password is required with --auth low")?.into_bytes(),
+            },
+            AuthArg::Gmac => Auth::Gmac {
+                system_title: title8(&self.system_title)?,
+                ek: key16("ek", self.ek.as_ref())?,
+                ak: key16("ak", self.ak.as_ref())?,
+                invocation_counter: self.invocation_counter,
+            },
+        };
+        let profile = match &self.profile {
+            None => None,
+            Some(p) => {
+                let obis: dlms::Obis = p.parse().map_err(|e: dlms::Error| anyhow::anyhow!("--profile: {e}"))?;
+                Some(match &self.entries {
+                    Some(r) => {
+                        let (a, b) = r.split_once('-').context("--entries: expected FROM-TO, e.g. 1-4")?;
+                        ProfileRead::Entries { obis, from: a.trim().parse()?, to: b.trim().parse()? }
+                    }
+                    None => ProfileRead::Range {
+                        obis,
+                        from: time_arg("from", self.from.as_ref())?,
+                        to: time_arg("to", self.to.as_ref())?,
+                    },
+                })
+            }
+        };
+        if self.obis.is_empty() && profile.is_none() {
+            anyhow::bail!("nothing to read: give --obis and/or --profile");
+        }
+        Ok(diag::ReadRequest {
+            host: self.host.clone(),
+            port: self.port,
+            hdlc: self.hdlc,
+            client: self.client,
+            server_logical: self.server,
+            server_physical: self.physical,
+            auth,
+            max_pdu: self.max_pdu,
+            timeout: *self.timeout,
+            objects: self.obis.clone(),
+            profile,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -105,6 +263,39 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", toml::to_string_pretty(&cfg)?);
             Ok(())
         }
+        Command::Meter { command: MeterCommand::Read(args) } => {
+            let req = args.request()?;
+            let report = diag::read(&req).await.with_context(|| format!("session with {}:{}", req.host, req.port))?;
+            emit(&serde_json::to_string_pretty(&report)?)?;
+            Ok(())
+        }
+        Command::Dlms { command: DlmsCommand::Decode { hex, ek, ak, system_title } } => {
+            let keys = match (&ek, &ak) {
+                (None, None) => None,
+                _ => Some(dlms::Keys {
+                    encryption_key: key16("ek", ek.as_ref())?,
+                    authentication_key: key16("ak", ak.as_ref())?,
+                    system_title: system_title.as_deref().map(title8).transpose()?,
+                }),
+            };
+            match diag::decode(&hex, keys.as_ref()) {
+                Ok(v) => {
+                    emit(&serde_json::to_string_pretty(&v)?)?;
+                    Ok(())
+                }
+                Err(e) => anyhow::bail!("cannot decode: {e}"),
+            }
+        }
+    }
+}
+
+/// Prints a result; a closed pipe (`| head`) ends quietly instead of panicking.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
     }
 }
 

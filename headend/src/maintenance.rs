@@ -69,6 +69,24 @@ async fn refresh_locked(client: &mut Client) -> Result<u64, tokio_postgres::Erro
     Ok(refreshed)
 }
 
+/// How often the read-rate gauges are recomputed from the ledger.
+const READ_RATE_EVERY: Duration = Duration::from_secs(60);
+
+/// Sets `headend_read_rate_ratio` from yesterday's (local) ledger.
+pub async fn refresh_read_rate(c: &Client, metrics: &Metrics) -> Result<(), tokio_postgres::Error> {
+    let rate = crate::collect::ledger::read_rate(c, crate::collect::ledger::yesterday(Utc::now())).await?;
+    for (measure, v) in [
+        ("complete_meters", rate.complete_ratio),
+        ("received", rate.received_ratio),
+        ("within_1h", rate.within_1h_ratio),
+        ("within_24h", rate.within_24h_ratio),
+        ("within_72h", rate.within_72h_ratio),
+    ] {
+        metrics.read_rate.with_label_values(&[measure]).set(v);
+    }
+    Ok(())
+}
+
 /// Runs upkeep until cancelled. Errors are counted and logged; the loop goes on.
 pub async fn run(
     cfg: StorageConfig,
@@ -79,6 +97,7 @@ pub async fn run(
 ) {
     let mut client: Option<Client> = None;
     let mut last_upkeep: Option<tokio::time::Instant> = None;
+    let mut last_rate: Option<tokio::time::Instant> = None;
     let tick = if storage == Storage::Plain {
         cfg.rollup_interval.min(cfg.maintenance_interval)
     } else {
@@ -98,6 +117,10 @@ pub async fn run(
                 if storage == Storage::Plain {
                     let n = refresh_rollup(c).await?;
                     metrics.rollup_hours_refreshed.inc_by(n);
+                }
+                if last_rate.is_none_or(|t| t.elapsed() >= READ_RATE_EVERY) {
+                    refresh_read_rate(c, &metrics).await?;
+                    last_rate = Some(tokio::time::Instant::now());
                 }
                 Ok::<_, tokio_postgres::Error>(())
             }

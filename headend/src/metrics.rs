@@ -2,8 +2,8 @@
 //! meter id). One place per event both counts and (where it matters) logs.
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric of the head-end.
@@ -29,6 +29,16 @@ pub struct Metrics {
     pub maintenance_errors: IntCounter,
     pub http_requests: IntCounterVec,
     pub http_request_seconds: HistogramVec,
+    pub poll_sessions: IntCounterVec,
+    pub poll_session_seconds: HistogramVec,
+    pub poll_in_flight: IntGauge,
+    pub poll_retries: IntCounterVec,
+    pub poll_round_seconds: GaugeVec,
+    pub poll_round_meters: IntGaugeVec,
+    pub clock_flagged: IntCounter,
+    pub clock_synced: IntCounter,
+    pub read_rate: GaugeVec,
+    pub dlms_push: IntCounterVec,
 }
 
 /// Dead-letter reasons; the label values of `headend_dead_letters_total`.
@@ -135,10 +145,81 @@ impl Metrics {
                 &r,
                 HistogramVec::new(
                     HistogramOpts::new("headend_http_request_duration_seconds", "HTTP request duration by route")
-                        .buckets(latency),
+                        .buckets(latency.clone()),
                     &["route"],
                 )
                 .expect("valid histogram"),
+            ),
+            poll_sessions: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "headend_poll_sessions_total",
+                        "Polling sessions by protocol and outcome (ok, or the failure's reason)",
+                    ),
+                    &["protocol", "outcome"],
+                )
+                .expect("valid counter"),
+            ),
+            poll_session_seconds: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new("headend_poll_session_duration_seconds", "Polling session duration")
+                        .buckets(latency),
+                    &["protocol"],
+                )
+                .expect("valid histogram"),
+            ),
+            poll_in_flight: gauge(&r, "headend_poll_sessions_in_flight", "Polling sessions open now"),
+            poll_retries: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("headend_poll_retries_total", "Session attempts repeated after a retryable failure"),
+                    &["protocol"],
+                )
+                .expect("valid counter"),
+            ),
+            poll_round_seconds: reg(
+                &r,
+                GaugeVec::new(
+                    Opts::new("headend_poll_round_duration_seconds", "Duration of the last polling round per group"),
+                    &["group"],
+                )
+                .expect("valid gauge"),
+            ),
+            poll_round_meters: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("headend_poll_round_meters", "Meters in the last polling round per group, by result"),
+                    &["group", "result"],
+                )
+                .expect("valid gauge"),
+            ),
+            clock_flagged: counter(
+                &r,
+                "headend_clock_deviation_flagged_total",
+                "Clock reads off by more than collect.clock_threshold",
+            ),
+            clock_synced: counter(&r, "headend_clock_synced_total", "Meter clocks set by the head-end"),
+            read_rate: reg(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "headend_read_rate_ratio",
+                        "Yesterday (local) read completeness: share of meters complete, and share of expected \
+                         intervals received within 1h/24h/72h of the interval or at all",
+                    ),
+                    &["measure"],
+                )
+                .expect("valid gauge"),
+            ),
+            dlms_push: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("headend_dlms_push_total", "DLMS DataNotifications received, by outcome"),
+                    &["outcome"],
+                )
+                .expect("valid counter"),
             ),
             registry: r,
         };

@@ -210,6 +210,44 @@ const STAGING: &str = "CREATE TEMP TABLE IF NOT EXISTS readings_staging (
     channel_id smallint NOT NULL, flags smallint NOT NULL) ON COMMIT DELETE ROWS;
     SET TIME ZONE 'UTC';";
 
+/// The channel whose intervals the read-completeness ledger counts: active energy import, 1.8.0.
+const LEDGER_CHANNEL: i16 = 1;
+
+/// Moves the staged rows into `readings` (a duplicate is skipped, never counted twice) and counts
+/// each newly stored interval of the ledger channel in `read_ledger`, by local day, with how late it
+/// arrived. Rows are upserted in key order so concurrent writers do not deadlock. Returns the
+/// number of readings stored.
+const STORE: &str = "WITH ins AS (
+        INSERT INTO readings (ts, value, meter_id, channel_id, flags)
+        SELECT ts, value, meter_id, channel_id, flags FROM readings_staging
+        ON CONFLICT DO NOTHING
+        RETURNING meter_id, channel_id, ts
+    ), counted AS (
+        SELECT meter_id, headend_local_day(ts) AS day, count(*) AS n,
+               count(*) FILTER (WHERE now() - ts <= interval '1 hour') AS h1,
+               count(*) FILTER (WHERE now() - ts <= interval '24 hours') AS h24,
+               count(*) FILTER (WHERE now() - ts <= interval '72 hours') AS h72
+        FROM ins
+        WHERE channel_id = $1 AND extract(epoch FROM ts)::bigint % 900 = 0
+        GROUP BY 1, 2
+    ), ledger AS (
+        INSERT INTO read_ledger AS l
+            (meter_id, day, expected, received, within_1h, within_24h, within_72h, first_complete_at, updated_at)
+        SELECT meter_id, day, headend_intervals_in_day(day), n, h1, h24, h72,
+               CASE WHEN n >= headend_intervals_in_day(day) THEN now() END, now()
+        FROM counted ORDER BY meter_id, day
+        ON CONFLICT (meter_id, day) DO UPDATE SET
+            received = l.received + EXCLUDED.received,
+            within_1h = l.within_1h + EXCLUDED.within_1h,
+            within_24h = l.within_24h + EXCLUDED.within_24h,
+            within_72h = l.within_72h + EXCLUDED.within_72h,
+            first_complete_at = COALESCE(l.first_complete_at,
+                CASE WHEN l.received + EXCLUDED.received >= l.expected THEN now() END),
+            updated_at = now()
+        RETURNING 1
+    )
+    SELECT count(*) FROM ins";
+
 impl Worker {
     async fn run(
         mut self,
@@ -353,15 +391,8 @@ impl Worker {
                     .map_err(classify)?;
             }
             writer.finish().await.map_err(classify)?;
-            stored = tx
-                .execute(
-                    "INSERT INTO readings (ts, value, meter_id, channel_id, flags)
-                     SELECT ts, value, meter_id, channel_id, flags FROM readings_staging
-                     ON CONFLICT DO NOTHING",
-                    &[],
-                )
-                .await
-                .map_err(classify)?;
+            let n: i64 = tx.query_one(STORE, &[&LEDGER_CHANNEL]).await.map_err(classify)?.get(0);
+            stored = n.unsigned_abs();
             if plain && stored > 0 {
                 let mut hours: Vec<DateTime<Utc>> = batch.rows.iter().map(|r| hour_of(r.ts)).collect();
                 hours.sort_unstable();

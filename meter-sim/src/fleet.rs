@@ -46,14 +46,34 @@ pub fn index_of(serial: &str) -> Option<usize> {
     n.checked_sub(1)
 }
 
-/// The loopback address of meter `index`: `127.0.0.0 + index + 1` (index 0 → 127.0.0.1, index 255 →
-/// 127.0.1.0), so a protocol server can bind one address per simulated meter. Indices beyond the /8
-/// (16,777,214 addresses, never reached by a fleet) wrap around.
+/// The loopback address of meter `index`: `127.0.0.0 + index + 2` (index 0 → 127.0.0.2, index 254 →
+/// 127.0.1.0), so a protocol server can bind or recognise one address per simulated meter. 127.0.0.1 is
+/// never a meter (it is the head-end's and the tests' own address), nor are 127.0.0.0 and 127.255.255.255.
+/// Indices beyond the /8 (16,777,213 addresses, never reached by a fleet) wrap around.
 pub fn loopback_address(index: usize) -> Ipv4Addr {
-    const SPAN: u64 = (1 << 24) - 2;
-    let offset = (index as u64 % SPAN) + 1;
-    // `offset` < 2^24, so the sum stays within 127.0.0.1..=127.255.255.254.
+    let offset = (index as u64 % LOOPBACK_SPAN) + 2;
+    // `offset` <= 2^24 − 2, so the sum stays within 127.0.0.2..=127.255.255.254.
     Ipv4Addr::from(0x7F00_0000u32 | (offset as u32))
+}
+
+/// How many distinct meter addresses 127.0.0.0/8 holds (127.0.0.2..=127.255.255.254).
+const LOOPBACK_SPAN: u64 = (1 << 24) - 3;
+
+/// How many meters have a loopback address of their own ([`loopback_address`] wraps beyond).
+pub const LOOPBACK_METERS: usize = LOOPBACK_SPAN as usize;
+
+/// The meter index whose [`loopback_address`] is `addr` (the smallest one, below 16,777,213), or `None`
+/// for an address that is no meter's (outside 127/8, 127.0.0.0, 127.0.0.1, 127.255.255.255).
+pub fn index_of_loopback(addr: Ipv4Addr) -> Option<usize> {
+    let v = u32::from(addr);
+    if v >> 24 != 127 {
+        return None;
+    }
+    let offset = u64::from(v & 0x00FF_FFFF);
+    if !(2..=LOOPBACK_SPAN + 1).contains(&offset) {
+        return None;
+    }
+    usize::try_from(offset - 2).ok()
 }
 
 /// Where a meter sits in its building.
@@ -612,12 +632,18 @@ mod tests {
 
     #[test]
     fn loopback_addresses_are_distinct_and_local() {
-        assert_eq!(loopback_address(0), Ipv4Addr::new(127, 0, 0, 1));
-        assert_eq!(loopback_address(254), Ipv4Addr::new(127, 0, 0, 255));
-        assert_eq!(loopback_address(255), Ipv4Addr::new(127, 0, 1, 0));
-        assert_eq!(loopback_address(204_999), Ipv4Addr::new(127, 3, 32, 200));
-        assert_eq!(loopback_address((1 << 24) - 3), Ipv4Addr::new(127, 255, 255, 254));
-        assert_eq!(loopback_address((1 << 24) - 2), Ipv4Addr::new(127, 0, 0, 1));
+        assert_eq!(loopback_address(0), Ipv4Addr::new(127, 0, 0, 2));
+        assert_eq!(loopback_address(253), Ipv4Addr::new(127, 0, 0, 255));
+        assert_eq!(loopback_address(254), Ipv4Addr::new(127, 0, 1, 0));
+        assert_eq!(loopback_address(204_999), Ipv4Addr::new(127, 3, 32, 201));
+        assert_eq!(loopback_address((1 << 24) - 4), Ipv4Addr::new(127, 255, 255, 254));
+        assert_eq!(loopback_address((1 << 24) - 3), Ipv4Addr::new(127, 0, 0, 2));
+        for i in [0, 1, 253, 254, 204_999, (1 << 24) - 4] {
+            assert_eq!(index_of_loopback(loopback_address(i)), Some(i));
+        }
+        for a in [[127, 0, 0, 0], [127, 0, 0, 1], [127, 255, 255, 255], [10, 0, 0, 2]] {
+            assert_eq!(index_of_loopback(Ipv4Addr::from(a)), None);
+        }
         assert!(loopback_address(usize::MAX).is_loopback());
     }
 

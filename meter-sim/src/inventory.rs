@@ -2,8 +2,10 @@
 //!
 //! One row per meter, in meter order: each building's master meter (household columns empty,
 //! `meter_kind` = `master`) followed by its flats. `meter_address` depends on the protocol: empty for
-//! MQTT, `127.x.y.z:4059` for DLMS and `127.x.y.z:5020/1` for Modbus, where `127.x.y.z` is
-//! [`loopback_address`] of the meter index (one loopback address per simulated meter).
+//! MQTT, `127.x.y.z:4059` for DLMS, where `127.x.y.z` is [`loopback_address`] of the meter index (one
+//! loopback address per simulated meter), and `127.0.0.1:{5020 + gateway}/{unit}/{map}` for Modbus: the layout
+//! of `meter-sim modbus` with its default 100 gateways ([`crate::modbus::layout`]; 24,700 meters at most,
+//! later ones get no address).
 //!
 //! When `N` cuts the last building, only its flats with an index below `N` get a row: the others are
 //! flats without a smart meter yet, still measured by the building's master meter.
@@ -20,7 +22,7 @@ pub use crate::fleet::loopback_address;
 pub const DLMS_PORT: u16 = 4059;
 /// TCP port of a simulated Modbus meter (502 needs privileges; 5020 is the usual unprivileged choice).
 pub const MODBUS_PORT: u16 = 5020;
-/// Modbus unit id of a simulated meter.
+/// Modbus unit id of a meter on its own address (the simulator uses [`crate::modbus::layout`] instead).
 pub const MODBUS_UNIT: u8 = 1;
 
 /// Why the inventory could not be written.
@@ -37,7 +39,16 @@ pub fn meter_address(index: usize, protocol: Protocol) -> Option<String> {
     match protocol {
         Protocol::Mqtt => None,
         Protocol::Dlms => Some(format!("{}:{DLMS_PORT}", loopback_address(index))),
-        Protocol::Modbus => Some(format!("{}:{MODBUS_PORT}/{MODBUS_UNIT}", loopback_address(index))),
+        Protocol::Modbus => {
+            // The map is named in the address (`host:port/unit/map`): the head-end reads each meter
+            // with the map `meter-sim modbus` serves it with by default (i mod M of the shipped maps).
+            let maps = crate::modbus::default_map_names();
+            let addr = crate::modbus::layout::address(index, crate::modbus::layout::DEFAULT_GATEWAYS, MODBUS_PORT)?;
+            match maps.get(crate::modbus::layout::map_index(index, maps.len())) {
+                Some(name) => Some(format!("{addr}/{name}")),
+                None => Some(addr),
+            }
+        }
     }
 }
 
@@ -160,9 +171,11 @@ mod tests {
         let mut buf = Vec::new();
         write_csv(&mut buf, &fleet, 300, Protocol::Dlms).expect("write");
         let rows = parse(&buf);
-        assert_eq!(rows[0].meter_address.as_deref(), Some("127.0.0.1:4059"));
-        assert_eq!(rows[255].meter_address.as_deref(), Some("127.0.1.0:4059"));
+        assert_eq!(rows[0].meter_address.as_deref(), Some("127.0.0.2:4059"));
+        assert_eq!(rows[254].meter_address.as_deref(), Some("127.0.1.0:4059"));
         assert!(rows.iter().all(|r| r.protocol == Protocol::Dlms));
-        assert_eq!(meter_address(0, Protocol::Modbus).as_deref(), Some("127.0.0.1:5020/1"));
+        assert_eq!(meter_address(0, Protocol::Modbus).as_deref(), Some("127.0.0.1:5020/1/eastron-sdm630"));
+        assert_eq!(meter_address(250, Protocol::Modbus).as_deref(), Some("127.0.0.1:5070/3/eastron-sdm630"));
+        assert_eq!(meter_address(1, Protocol::Modbus).as_deref(), Some("127.0.0.1:5021/1/schneider-iem3255"));
     }
 }

@@ -18,6 +18,7 @@
 //! - [`span`]: the `(from, to]` convention of interval ends used by every command.
 //! - [`inventory`]: the inventory CSV (`schemas::inventory`) of a fleet.
 //! - [`mqtt`]: the QoS 1 publisher with deterministic fault injection and a JSON summary.
+//! - [`dlms`]: the DLMS/COSEM server of the fleet (`meter-sim dlms`), keys and push.
 //! - [`expect`]: the payloads the publisher sends for one meter (minus `sent`), for tests.
 //!
 //! # Conventions
@@ -26,10 +27,12 @@
 //! The model covers local days 2024-01-01 to 2099-12-31.
 
 pub mod channels;
+pub mod dlms;
 pub mod expect;
 pub mod fleet;
 mod hash;
 pub mod inventory;
+pub mod modbus;
 pub mod model;
 pub mod mqtt;
 pub mod span;

@@ -39,6 +39,17 @@ enum Command {
     /// Print, as JSON lines, the payloads the publisher sends for one meter (without `sent`).
     #[command(after_help = CONVENTIONS)]
     Expect(ExpectArgs),
+    /// Serve N simulated DLMS/COSEM meters (TCP wrapper or HDLC), one loopback address per meter.
+    #[command(after_help = DLMS_HELP)]
+    Dlms(DlmsArgs),
+    /// Push the meters' load profile to a head-end as DLMS DataNotifications over the TCP wrapper.
+    #[command(after_help = DLMS_PUSH_HELP)]
+    DlmsPush(DlmsPushArgs),
+    /// Print the CSV serial,system_title,ek,ak,password (hex) of the DLMS meters' security material.
+    Keys(KeysArgs),
+    /// Serve N simulated Modbus TCP meters behind G gateways (ports P..P+G-1) and print a JSON summary at exit.
+    #[command(after_help = meter_sim::modbus::cli::HELP)]
+    Modbus(meter_sim::modbus::cli::ModbusArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -90,8 +101,9 @@ struct InventoryArgs {
     /// Seed of the fleet.
     #[arg(long)]
     seed: u64,
-    /// Protocol column; dlms puts meter_address 127.x.y.z:4059 and modbus 127.x.y.z:5020/1, where 127.x.y.z is
-    /// 127.0.0.0 + index + 1 (one loopback address per meter).
+    /// Protocol column; dlms puts meter_address 127.x.y.z:4059, where 127.x.y.z is 127.0.0.0 + index + 2 (one
+    /// loopback address per meter; 127.0.0.1 is never a meter), and modbus 127.0.0.1:(5020 + index mod 100)/
+    /// (index / 100 + 1), the gateway and unit of `meter-sim modbus` with its default --port and --gateways.
     #[arg(long, value_enum, default_value = "mqtt")]
     protocol: ProtocolArg,
     /// Output file (default: standard output).
@@ -211,6 +223,10 @@ fn main() -> anyhow::Result<()> {
         Command::Inventory(a) => run_inventory(a),
         Command::Mqtt(a) => run_mqtt(a),
         Command::Expect(a) => run_expect(a),
+        Command::Dlms(a) => run_dlms(a),
+        Command::DlmsPush(a) => run_dlms_push(a),
+        Command::Keys(a) => run_keys(a),
+        Command::Modbus(a) => meter_sim::modbus::cli::run(a),
     }
 }
 
@@ -279,4 +295,235 @@ fn run_expect(a: ExpectArgs) -> anyhow::Result<()> {
     let out = BufWriter::new(std::io::stdout().lock());
     expect::write_expected(out, &model, &a.meter, span, &channels)?;
     Ok(())
+}
+
+const DLMS_HELP: &str = "\
+Listens on --bind:--port and serves meter i on its loopback address 127.0.0.0 + i + 2 (127.0.0.2 is
+SIM00000001; connections to any other address are closed). Client SAP 16: public, read-only; SAP 1:
+LLS with the meter's password or HLS-GMAC with suite-0 ciphering (keys: `meter-sim keys`). Values are
+the model's (`meter-sim expect`): registers at the last interval end at or before the meter's clock,
+the load profile 1.0.99.1.0.255 holds every interval end of the last --history up to that one.
+Meter clock = wall clock + (--at − start time, or --clock-offset) + drift fault / clock SET.
+
+Faults (decided per session or meter by hashes of --fault-seed, see meter_sim::dlms::faults):
+  --refuse (close at once), --no-answer (never reply), --drop (close on request 2..5),
+  --corrupt (one reply's APDU tag inverted), --latency-rate/--latency (slow session),
+  --wrong-keys (per meter: HLS fails), --clock-drift (per meter: clock off by 1..15 min).
+On SIGINT/SIGTERM prints ONE JSON summary line on stdout: {meters, sessions, foreign_address,
+associations, associations_refused, requests, replies, protocol_errors, faults:{refused, no_answer,
+dropped, corrupted, delayed, wrong_keys_sessions}, clock_sets, elapsed_s}.";
+
+const DLMS_PUSH_HELP: &str = "\
+For every meter, one TCP connection to --head-end (bound to the meter's loopback address when the
+head-end is on loopback) carrying one DataNotification per interval end in (from, to]: wrapper ports
+1 -> 16, APDU 0F <long-invoke-id> 0C <date-time ts> body structure{serial octet-string, date-time ts,
+1.8.0 double-long-unsigned Wh, 2.8.0 double-long-unsigned Wh}; --ciphered wraps it in
+general-glo-ciphering with the meter's keys. Prints a JSON summary line at the end.";
+
+fn parse_signed_duration(s: &str) -> Result<i64, String> {
+    let (neg, rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let d = humantime::parse_duration(rest).map_err(|e| e.to_string())?;
+    let secs = i64::try_from(d.as_secs()).map_err(|_| "too large".to_string())?;
+    Ok(if neg { -secs } else { secs })
+}
+
+fn parse_latency(s: &str) -> Result<std::ops::RangeInclusive<u64>, String> {
+    let (a, b) = s.split_once("..").unwrap_or((s, s));
+    let a = humantime::parse_duration(a.trim()).map_err(|e| e.to_string())?.as_millis() as u64;
+    let b = humantime::parse_duration(b.trim()).map_err(|e| e.to_string())?.as_millis() as u64;
+    if a > b {
+        return Err("the range must be LOW..HIGH".into());
+    }
+    Ok(a..=b)
+}
+
+#[derive(Args)]
+struct DlmsArgs {
+    /// Number of meters: indices 0..N (at most 16,777,213 addresses; tested up to 205,000).
+    #[arg(long, value_parser = parse_meters)]
+    meters: usize,
+    /// Seed of the fleet, model and keys.
+    #[arg(long)]
+    seed: u64,
+    /// TCP port.
+    #[arg(long, default_value_t = 4059)]
+    port: u16,
+    /// Address to listen on. 0.0.0.0 (default) receives every 127/8 destination, and the destination
+    /// (local) address of each connection names the meter; a single 127.x.y.z serves only that meter.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: std::net::IpAddr,
+    /// HDLC framing over TCP (SNRM/UA, I-frames, segmentation, RR) instead of the TCP wrapper.
+    #[arg(long)]
+    hdlc: bool,
+    /// The meters' clock at start-up (RFC 3339); it then runs with the wall clock.
+    #[arg(long, conflicts_with = "clock_offset")]
+    at: Option<String>,
+    /// Offset of the meters' clock from the wall clock, e.g. -2h or 15m.
+    #[arg(long, value_parser = parse_signed_duration, allow_hyphen_values = true)]
+    clock_offset: Option<i64>,
+    /// Load-profile depth (at most 7d).
+    #[arg(long, default_value = "3d", value_parser = humantime::parse_duration)]
+    history: Duration,
+    /// Close a connection after this long without input.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Rate of sessions closed right after accept.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    refuse: f64,
+    /// Rate of sessions that never answer.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    no_answer: f64,
+    /// Rate of sessions closed mid-exchange.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    drop: f64,
+    /// Rate of sessions with one corrupted reply.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    corrupt: f64,
+    /// Delay of a slow session's replies, LOW..HIGH (e.g. 0.5s..5s).
+    #[arg(long, default_value = "500ms..5s", value_parser = parse_latency)]
+    latency: std::ops::RangeInclusive<u64>,
+    /// Rate of slow sessions.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    latency_rate: f64,
+    /// Rate of meters whose clock is off by 1..15 minutes.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    clock_drift: f64,
+    /// Rate of meters with wrong keys (HLS fails).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    wrong_keys: f64,
+    /// Seed of the fault decisions (default: --seed).
+    #[arg(long)]
+    fault_seed: Option<u64>,
+    /// No progress line (it is shown only when stderr is a terminal anyway).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Args)]
+struct DlmsPushArgs {
+    /// Number of meters: indices 0..N.
+    #[arg(long, value_parser = parse_meters)]
+    meters: usize,
+    /// Seed of the fleet, model and keys.
+    #[arg(long)]
+    seed: u64,
+    /// The head-end's push listener, HOST:PORT.
+    #[arg(long, visible_alias = "connect")]
+    head_end: String,
+    /// Start of the span (exclusive), RFC 3339 on a 15-minute boundary.
+    #[arg(long)]
+    from: String,
+    /// End of the span (inclusive), RFC 3339 on a 15-minute boundary.
+    #[arg(long)]
+    to: String,
+    /// general-glo-ciphering with the meter's keys.
+    #[arg(long)]
+    ciphered: bool,
+    /// Meters pushing at the same time.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    connections: u32,
+}
+
+#[derive(Args)]
+struct KeysArgs {
+    /// Number of meters: indices 0..N.
+    #[arg(long, value_parser = parse_meters)]
+    meters: usize,
+    /// Seed of the fleet and keys.
+    #[arg(long)]
+    seed: u64,
+}
+
+fn run_dlms(a: DlmsArgs) -> anyhow::Result<()> {
+    use meter_sim::dlms::{serve, FaultRates, Sim, SimConfig};
+    let clock_offset_secs = match (&a.at, a.clock_offset) {
+        (Some(at), _) => {
+            let at = chrono::DateTime::parse_from_rfc3339(at).with_context(|| format!("--at {at}: not RFC 3339"))?;
+            (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds()
+        }
+        (None, Some(o)) => o,
+        (None, None) => 0,
+    };
+    anyhow::ensure!(
+        a.meters <= meter_sim::fleet::LOOPBACK_METERS,
+        "--meters: at most {} meters have a loopback address",
+        meter_sim::fleet::LOOPBACK_METERS
+    );
+    let history = (a.history.as_secs() / 900).clamp(1, u64::from(meter_sim::dlms::sim::MAX_HISTORY_INTERVALS));
+    let mut cfg = SimConfig::new(a.seed, a.meters);
+    cfg.clock_offset_secs = clock_offset_secs;
+    cfg.history_intervals = history as u32;
+    cfg.hdlc = a.hdlc;
+    cfg.faults = FaultRates {
+        seed: a.fault_seed.unwrap_or(a.seed),
+        refuse: a.refuse,
+        no_answer: a.no_answer,
+        drop: a.drop,
+        corrupt: a.corrupt,
+        latency_rate: a.latency_rate,
+        latency_ms: a.latency,
+        wrong_keys: a.wrong_keys,
+        clock_drift: a.clock_drift,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let summary = runtime.block_on(async move {
+        let sim = std::sync::Arc::new(Sim::new(cfg));
+        let listener = tokio::net::TcpListener::bind((a.bind, a.port))
+            .await
+            .with_context(|| format!("binding {}:{}", a.bind, a.port))?;
+        let local = listener.local_addr().context("local address")?;
+        eprintln!("meter-sim dlms listening on {local} ({} meters, {})", a.meters, if a.hdlc { "HDLC" } else { "wrapper" });
+        let shutdown = async {
+            #[cfg(unix)]
+            {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        };
+        let options = serve::ServeOptions { idle_timeout: a.idle_timeout, progress: !a.no_progress };
+        anyhow::Ok(serve::serve(sim, listener, options, shutdown).await)
+    })?;
+    let line = serde_json::to_string(&summary).context("summary")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").context("writing the summary")?;
+    out.flush().context("writing the summary")?;
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}
+
+fn run_dlms_push(a: DlmsPushArgs) -> anyhow::Result<()> {
+    use std::net::ToSocketAddrs;
+    let span = Span::parse(&a.from, &a.to)?;
+    let target = a
+        .head_end
+        .to_socket_addrs()
+        .with_context(|| format!("--head-end {}", a.head_end))?
+        .next()
+        .with_context(|| format!("--head-end {}: no address", a.head_end))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let summary = runtime.block_on(meter_sim::dlms::push::push(
+        a.seed,
+        a.meters,
+        span,
+        target,
+        a.ciphered,
+        a.connections as usize,
+    ))?;
+    let line = serde_json::to_string(&summary).context("summary")?;
+    writeln!(std::io::stdout().lock(), "{line}").context("writing the summary")?;
+    Ok(())
+}
+
+fn run_keys(a: KeysArgs) -> anyhow::Result<()> {
+    meter_sim::dlms::keys::write_csv(BufWriter::new(std::io::stdout().lock()), a.seed, a.meters).context("writing keys")
 }

@@ -81,6 +81,7 @@ pub const MIGRATIONS: &[Migration] = &[
             plain: include_str!("../migrations/0005_partition_race.plain.sql"),
         },
     },
+    Migration { version: 6, name: "collection", sql: Sql::Common(include_str!("../migrations/0006_collection.sql")) },
 ];
 
 #[cfg(test)]

@@ -131,6 +131,37 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((status, body.to_string()))
 }
 
+/// A minimal HTTP/1.0 POST with a JSON body and extra headers: (status, body).
+pub fn http_post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+        body.len()
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("HTTP status line")?;
+    Ok((status, body.to_string()))
+}
+
+/// The value of a metric with exactly these labels (`name{a="x",b="y"}`), if present.
+pub fn metric_labelled(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    // The exposition lists labels sorted by name.
+    let mut sorted = labels.to_vec();
+    sorted.sort_unstable();
+    let want: String = sorted.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect::<Vec<_>>().join(",");
+    let key = format!("{name}{{{want}}}");
+    text.lines().find_map(|l| {
+        let (n, v) = l.rsplit_once(' ')?;
+        (n == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
 /// The value of an unlabelled metric in a Prometheus text exposition.
 pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines().find_map(|l| {

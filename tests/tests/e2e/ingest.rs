@@ -75,7 +75,47 @@ fn two_thousand_meters_two_days_every_reading_equals_the_model() {
         assert!(start.elapsed() < Duration::from_secs(60), "rollup has {samples} of {expected} samples");
         std::thread::sleep(Duration::from_millis(500));
     }
+    check_ledger(&p, &headend);
     drop(headend);
+}
+
+/// The read-completeness ledger counted each stored 1.8.0 interval exactly once (duplicates not
+/// twice), by local day; the DST day (100 intervals) is complete for every meter, and the API's
+/// read rate and missing-interval list say so.
+fn check_ledger(p: &Pipeline, headend: &tests::procs::Headend) {
+    let off = p
+        .query_i64(
+            "SELECT count(*)::bigint FROM
+                 (SELECT meter_id, headend_local_day(ts) AS day, count(*) AS n FROM readings
+                  WHERE channel_id = 1 GROUP BY 1, 2) r
+             FULL JOIN read_ledger l USING (meter_id, day)
+             WHERE l.received IS DISTINCT FROM r.n",
+        )
+        .expect("ledger");
+    assert_eq!(off, 0, "ledger rows that disagree with the stored readings");
+    let total = p.query_i64("SELECT sum(received)::bigint FROM read_ledger").expect("ledger total");
+    assert_eq!(total, p.meters as i64 * INTERVALS_2_DAYS);
+
+    let (status, body) = procs::http_get(headend.http, "/api/v1/read-rate?day=2026-10-25").expect("GET read-rate");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["meters"], p.meters as i64, "{v}");
+    assert_eq!(v["complete"], p.meters as i64, "{v}");
+    assert_eq!(v["expected_intervals"], p.meters as i64 * 100, "25 local hours: {v}");
+    assert_eq!(v["received"], p.meters as i64 * 100, "{v}");
+    assert_eq!(v["within_72h"], 0, "the intervals are weeks old, not late by hours: {v}");
+
+    let (status, body) =
+        procs::http_get(headend.http, "/api/v1/meters/SIM00000003/missing?from=2026-10-25&to=2026-10-25").expect("GET");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["missing"].as_array().map(Vec::len), Some(0), "{v}");
+    // The day before is only partly in the published span (it starts at 02:00 local).
+    let (_, body) =
+        procs::http_get(headend.http, "/api/v1/meters/SIM00000003/missing?from=2026-10-24&to=2026-10-24").expect("GET");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["missing"].as_array().map(Vec::len), Some(8), "00:00-02:00 local are before the span: {v}");
+    assert_eq!(v["missing"][0], "2026-10-23T22:15:00Z", "{v}");
 }
 
 /// SIGTERM mid-run: the head-end stops intake, commits, acknowledges and exits 0; SIGKILL mid-run:

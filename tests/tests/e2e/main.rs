@@ -2,7 +2,9 @@
 //! .config/nextest.toml for how they share the machine).
 
 mod billing;
+mod dlms;
 mod harness;
 mod ingest;
+mod modbus;
 mod model;
 mod pipeline;

@@ -37,6 +37,19 @@ pub fn ts(s: &str) -> DateTime<Utc> {
 impl Pipeline {
     /// Everything up to a migrated database holding the simulator's inventory of `meters` meters.
     pub fn new(tag: &str, meters: usize, seed: u64, private_cluster: bool) -> anyhow::Result<Pipeline> {
+        Self::with_inventory(tag, meters, seed, private_cluster, &["--protocol", "mqtt"], |csv| csv)
+    }
+
+    /// [`Pipeline::new`] with further `meter-sim inventory` arguments and a rewrite of the CSV
+    /// before import (e.g. the simulator's port in DLMS addresses).
+    pub fn with_inventory(
+        tag: &str,
+        meters: usize,
+        seed: u64,
+        private_cluster: bool,
+        inventory_args: &[&str],
+        rewrite: impl FnOnce(String) -> String,
+    ) -> anyhow::Result<Pipeline> {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let dir = tempfile::Builder::new().prefix(&format!("hes-e2e-{tag}-")).tempdir()?;
         let broker = Broker::temporary()?;
@@ -47,11 +60,12 @@ impl Pipeline {
         procs::run_bin("headend", &["migrate"], &env)?;
         let inv = dir.path().join("inventory.csv");
         let inv_s = inv.to_string_lossy().to_string();
-        procs::run_bin(
-            "meter-sim",
-            &["inventory", "--meters", &meters.to_string(), "--seed", &seed.to_string(), "--out", &inv_s],
-            &[],
-        )?;
+        let (m, sd) = (meters.to_string(), seed.to_string());
+        let mut args = vec!["inventory", "--meters", &m, "--seed", &sd, "--out", &inv_s];
+        args.extend_from_slice(inventory_args);
+        procs::run_bin("meter-sim", &args, &[])?;
+        let csv = std::fs::read_to_string(&inv)?;
+        std::fs::write(&inv, rewrite(csv))?;
         procs::run_bin("headend", &["inventory", "import", &inv_s], &env)?;
         let spec = HeadendSpec {
             database_url: db.url.clone(),

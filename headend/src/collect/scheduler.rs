@@ -1,0 +1,505 @@
+//! Rounds of polling sessions. One task per group of meters wakes at the group's next slot, works out
+//! which tasks are due for each of its meters, and starts one session task per meter. A session
+//! waits for its limits (cell, global, connection pacing), runs the protocol's [`Poller`], retries a
+//! retryable failure with exponential backoff and jitter (holding no slot while it waits), hands
+//! the readings to the writer and reports its outcome. A failing or slow meter never holds up
+//! another: the round ends when every session has finished or given up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::limits::Limits;
+use super::schedule::Period;
+use super::status::SessionReport;
+use super::{Capabilities, Collected, PollError, Poller, Target, Tasks};
+use crate::config::{CollectConfig, GroupSchedule, PollProtocol};
+use crate::metrics::Metrics;
+use crate::writer::{Envelope, WriterHandle};
+
+/// The longest a session may take, whatever its steps' own timeouts say.
+const SESSION_CAP: Duration = Duration::from_secs(300);
+
+/// What the scheduler remembers of a meter between rounds.
+#[derive(Debug, Clone, Default)]
+struct MeterState {
+    profile_until: Option<DateTime<Utc>>,
+    profile_done: Option<DateTime<Utc>>,
+    registers_done: Option<DateTime<Utc>>,
+    events_until: Option<DateTime<Utc>>,
+    events_done: Option<DateTime<Utc>>,
+    clock_done: Option<DateTime<Utc>>,
+}
+
+/// Everything sessions share.
+pub struct Shared {
+    pub cfg: CollectConfig,
+    pub pool: Pool,
+    pub writer: WriterHandle,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+    pub status: mpsc::Sender<SessionReport>,
+    /// Bumped to start a round of every group now (`POST /api/v1/collect/rounds`): meters whose
+    /// tasks are due — those that failed, or whose slot has come — are polled without waiting.
+    pub wake: tokio::sync::watch::Receiver<u64>,
+}
+
+/// The result of one round, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoundSummary {
+    pub meters: usize,
+    pub ok: usize,
+    pub failed: usize,
+    pub readings: usize,
+}
+
+/// Polls one group until `stop`; sessions in flight when it is cancelled finish first (bounded by
+/// their timeouts).
+pub async fn run_group(shared: Arc<Shared>, group: GroupSchedule, poller: Arc<dyn Poller>, stop: CancellationToken) {
+    let mut state: HashMap<i32, MeterState> = HashMap::new();
+    let mut caps: HashMap<i32, Capabilities> = HashMap::new();
+    let mut loaded = false;
+    let mut wake = shared.wake.clone();
+    wake.mark_unchanged();
+    loop {
+        if !loaded {
+            match prepare(&shared, &group, poller.protocol()).await {
+                Ok((s, c)) => {
+                    state = s;
+                    caps = c;
+                    loaded = true;
+                }
+                Err(e) => {
+                    tracing::warn!(group = %group.name, error = %e, "cannot load the group's state; retrying");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                    }
+                }
+            }
+        }
+        wake.mark_unchanged();
+        match round(&shared, &group, &poller, &mut state, &mut caps, Utc::now(), &stop).await {
+            Ok(summary) => tracing::info!(group = %group.name, ?summary, "polling round done"),
+            Err(e) => tracing::warn!(group = %group.name, error = %e, "polling round could not start"),
+        }
+        let now = Utc::now();
+        let next = periods(&group).iter().map(|p| p.next(now)).min().unwrap_or(now);
+        let wait = (next - now).to_std().unwrap_or_default();
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+            r = wake.changed() => {
+                if r.is_err() {
+                    // The trigger's sender is gone: only the schedule is left.
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                } else {
+                    tracing::info!(group = %group.name, "round started on request");
+                }
+            }
+        }
+        wake.mark_unchanged();
+    }
+}
+
+fn periods(g: &GroupSchedule) -> [Period; 4] {
+    [
+        Period::new(g.profile_every, g.offset),
+        Period::new(g.registers_every, g.offset),
+        Period::new(g.events_every, g.offset),
+        Period::new(g.clock_every, g.offset),
+    ]
+}
+
+/// Loads where each meter's load profile ends in the database (so a restart back-fills from there)
+/// and the capabilities learnt earlier.
+async fn prepare(
+    shared: &Shared,
+    group: &GroupSchedule,
+    protocol: &'static str,
+) -> anyhow::Result<(HashMap<i32, MeterState>, HashMap<i32, Capabilities>)> {
+    let targets = targets(shared, group).await?;
+    let ids: Vec<i32> = targets.iter().map(|t| t.meter_id).collect();
+    let since = Utc::now() - chrono::Duration::from_std(shared.cfg.backfill_max).unwrap_or_default();
+    let client = shared.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT m.id, r.ts FROM unnest($1::int[]) AS m(id)
+             CROSS JOIN LATERAL (SELECT ts FROM readings
+                                 WHERE meter_id = m.id AND channel_id = 1 AND ts > $2
+                                 ORDER BY ts DESC LIMIT 1) r",
+            &[&ids, &since],
+        )
+        .await?;
+    let mut state = HashMap::with_capacity(ids.len());
+    for r in rows {
+        state.insert(r.get::<_, i32>(0), MeterState { profile_until: Some(r.get(1)), ..MeterState::default() });
+    }
+    let caps = super::status::load_capabilities(&shared.pool, protocol).await?;
+    tracing::info!(group = %group.name, meters = ids.len(), with_profile = state.len(), "group state loaded");
+    Ok((state, caps))
+}
+
+/// The group's meters in this replica's shard. A meter belongs to the first group of its protocol
+/// whose prefix matches its `transformer`.
+pub async fn targets(shared: &Shared, group: &GroupSchedule) -> anyhow::Result<Vec<Target>> {
+    let (k, n) = shared.cfg.shard()?;
+    let client = shared.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT id, serial, address, COALESCE(transformer, '') FROM meters
+             WHERE protocol = $1 AND removed_on IS NULL AND address IS NOT NULL AND address <> ''
+               AND id % $2 = $3
+             ORDER BY id",
+            &[&group.protocol.as_str(), &i32::try_from(n)?, &i32::try_from(k)?],
+        )
+        .await?;
+    let earlier: Vec<&GroupSchedule> = shared
+        .cfg
+        .groups
+        .iter()
+        .take_while(|g| g.name != group.name)
+        .filter(|g| g.protocol == group.protocol)
+        .collect();
+    let mut cells: HashMap<String, Arc<str>> = HashMap::new();
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let cell: String = r.get(3);
+            if !cell.starts_with(&group.transformer_prefix)
+                || earlier.iter().any(|g| cell.starts_with(&g.transformer_prefix))
+            {
+                return None;
+            }
+            let cell = cells.entry(cell.clone()).or_insert_with(|| cell.into()).clone();
+            Some(Target {
+                meter_id: r.get(0),
+                serial: r.get::<_, &str>(1).into(),
+                address: r.get::<_, &str>(2).into(),
+                cell,
+            })
+        })
+        .collect())
+}
+
+/// What is due for one meter at `now`.
+fn tasks_for(cfg: &CollectConfig, group: &GroupSchedule, st: &MeterState, now: DateTime<Utc>) -> Tasks {
+    let [profile, registers, events, clock] = periods(group);
+    let floor = now - chrono::Duration::from_std(cfg.backfill_max).unwrap_or_default();
+    Tasks {
+        profile_after: profile.is_due(st.profile_done, now).then(|| st.profile_until.map_or(floor, |u| u.max(floor))),
+        registers: registers.is_due(st.registers_done, now),
+        events_after: events.is_due(st.events_done, now).then(|| st.events_until.map_or(floor, |u| u.max(floor))),
+        clock: clock.is_due(st.clock_done, now),
+    }
+}
+
+/// One round over the group's meters.
+#[allow(clippy::too_many_arguments)]
+async fn round(
+    shared: &Arc<Shared>,
+    group: &GroupSchedule,
+    poller: &Arc<dyn Poller>,
+    state: &mut HashMap<i32, MeterState>,
+    caps: &mut HashMap<i32, Capabilities>,
+    now: DateTime<Utc>,
+    stop: &CancellationToken,
+) -> anyhow::Result<RoundSummary> {
+    let started = Instant::now();
+    let targets = targets(shared, group).await?;
+    let mut sessions = JoinSet::new();
+    let mut summary = RoundSummary { meters: targets.len(), ..RoundSummary::default() };
+    // Session tasks alive at once (running, waiting for a slot or backing off): a few times the
+    // session limit keeps every cell busy without a task per meter of a 200,000-meter round.
+    let window = Arc::new(tokio::sync::Semaphore::new(shared.cfg.max_sessions.saturating_mul(4).max(1)));
+    for target in targets {
+        let st = state.entry(target.meter_id).or_default();
+        let tasks = tasks_for(&shared.cfg, group, st, now);
+        if tasks.is_empty() {
+            continue;
+        }
+        let slot = tokio::select! {
+            () = stop.cancelled() => break,
+            s = window.clone().acquire_owned() => match s { Ok(s) => s, Err(_) => break },
+        };
+        let known = caps.get(&target.meter_id).cloned();
+        let shared = shared.clone();
+        let poller = poller.clone();
+        let stop = stop.clone();
+        sessions.spawn(async move {
+            let out = session(&shared, &*poller, &target, &tasks, known.as_ref(), &stop).await;
+            drop(slot);
+            (target.meter_id, tasks, out)
+        });
+        // Keep the set from growing without bound: reap finished sessions as we go.
+        while let Some(done) = sessions.try_join_next() {
+            apply(done, state, caps, &mut summary, now);
+        }
+    }
+    while let Some(done) = sessions.join_next().await {
+        apply(done, state, caps, &mut summary, now);
+    }
+    let m = &shared.metrics;
+    m.poll_round_seconds.with_label_values(&[&group.name]).set(started.elapsed().as_secs_f64());
+    for (result, n) in [("total", summary.meters), ("ok", summary.ok), ("failed", summary.failed)] {
+        m.poll_round_meters.with_label_values(&[&group.name, result]).set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    Ok(summary)
+}
+
+type SessionResult = (i32, Tasks, Result<(Collected, usize), PollError>);
+
+fn apply(
+    done: Result<SessionResult, tokio::task::JoinError>,
+    state: &mut HashMap<i32, MeterState>,
+    caps: &mut HashMap<i32, Capabilities>,
+    summary: &mut RoundSummary,
+    now: DateTime<Utc>,
+) {
+    let Ok((meter, tasks, out)) = done else {
+        summary.failed += 1;
+        return;
+    };
+    match out {
+        Ok((collected, readings)) => {
+            summary.ok += 1;
+            summary.readings += readings;
+            let st = state.entry(meter).or_default();
+            if tasks.profile_after.is_some() {
+                st.profile_done = Some(now);
+                if let Some(u) = collected.profile_until {
+                    st.profile_until = Some(st.profile_until.map_or(u, |p| p.max(u)));
+                }
+            }
+            if tasks.registers {
+                st.registers_done = Some(now);
+            }
+            if tasks.events_after.is_some() {
+                st.events_done = Some(now);
+                if let Some(u) = collected.events_until {
+                    st.events_until = Some(st.events_until.map_or(u, |p| p.max(u)));
+                }
+            }
+            if tasks.clock {
+                st.clock_done = Some(now);
+            }
+            if let Some(c) = collected.capabilities {
+                caps.insert(meter, c);
+            }
+        }
+        Err(_) => summary.failed += 1,
+    }
+}
+
+/// One meter: attempts with backoff, then storage and the status report. Returns what was
+/// collected and how many readings were queued.
+async fn session(
+    shared: &Shared,
+    poller: &dyn Poller,
+    target: &Target,
+    tasks: &Tasks,
+    known: Option<&Capabilities>,
+    stop: &CancellationToken,
+) -> Result<(Collected, usize), PollError> {
+    let m = &shared.metrics;
+    let protocol = poller.protocol();
+    let mut attempt = 0u32;
+    let result = loop {
+        let permit = tokio::select! {
+            () = stop.cancelled() => break Err(PollError::new("shutdown", "the head-end is stopping", false)),
+            p = shared.limits.acquire(&target.cell) => p,
+        };
+        m.poll_in_flight.inc();
+        let started = Instant::now();
+        let out = match tokio::time::timeout(SESSION_CAP, poller.poll(target, tasks, known)).await {
+            Ok(r) => r,
+            Err(_) => Err(PollError::new("session_timeout", format!("no result within {SESSION_CAP:?}"), true)),
+        };
+        m.poll_in_flight.dec();
+        drop(permit);
+        m.poll_session_seconds.with_label_values(&[protocol]).observe(started.elapsed().as_secs_f64());
+        match out {
+            Ok(c) => {
+                m.poll_sessions.with_label_values(&[protocol, "ok"]).inc();
+                break Ok(c);
+            }
+            Err(e) => {
+                m.poll_sessions.with_label_values(&[protocol, e.reason]).inc();
+                tracing::debug!(meter = %target.serial, attempt, error = %e, "session failed");
+                if !e.retryable || attempt >= shared.cfg.retries || stop.is_cancelled() {
+                    break Err(e);
+                }
+                m.poll_retries.with_label_values(&[protocol]).inc();
+                let wait = backoff(shared.cfg.retry_backoff, attempt, target.meter_id);
+                attempt += 1;
+                tokio::select! {
+                    () = stop.cancelled() => break Err(e),
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    };
+    let at = Utc::now();
+    let source = protocol_source(protocol);
+    match result {
+        Ok(mut collected) => {
+            let rows = std::mem::take(&mut collected.readings);
+            let n = rows.len();
+            if n > 0 {
+                m.readings_received.inc_by(n as u64);
+                let raw = Bytes::from(serde_json::to_vec(&RawRows(&rows)).unwrap_or_default());
+                let env = Envelope {
+                    rows,
+                    dead: None,
+                    ack: None,
+                    sent: None,
+                    source: protocol,
+                    origin: target.serial.clone(),
+                    raw,
+                };
+                if shared.writer.send(env).await.is_err() {
+                    return Err(PollError::new("writer_closed", "the writer has stopped", false));
+                }
+            }
+            let deviation_ms = collected.clock_deviation.map(|d| d.num_milliseconds());
+            let threshold = i64::try_from(shared.cfg.clock_threshold.as_millis()).unwrap_or(i64::MAX);
+            let flagged = deviation_ms.is_some_and(|d| d.abs() > threshold);
+            if flagged {
+                m.clock_flagged.inc();
+                tracing::info!(meter = %target.serial, deviation_ms, synced = collected.clock_synced, "meter clock off");
+            }
+            if collected.clock_synced {
+                m.clock_synced.inc();
+            }
+            let report = SessionReport {
+                meter_id: target.meter_id,
+                at,
+                error: None,
+                clock_deviation_ms: deviation_ms,
+                clock_flagged: flagged && !collected.clock_synced,
+                capabilities: collected.capabilities.clone().map(|c| (protocol, c)),
+                events: std::mem::take(&mut collected.events),
+                source,
+            };
+            let _ = shared.status.send(report).await;
+            Ok((collected, n))
+        }
+        Err(e) => {
+            let report = SessionReport {
+                meter_id: target.meter_id,
+                at,
+                error: Some(e.to_string()),
+                clock_deviation_ms: None,
+                clock_flagged: false,
+                capabilities: None,
+                events: Vec::new(),
+                source,
+            };
+            let _ = shared.status.send(report).await;
+            Err(e)
+        }
+    }
+}
+
+fn protocol_source(protocol: &str) -> i16 {
+    match protocol {
+        "modbus" => schemas::reading::Source::Modbus as i16,
+        _ => schemas::reading::Source::Dlms as i16,
+    }
+}
+
+/// `base · 2^attempt`, ± 25 % jitter derived from the meter (so retries of a cell spread out).
+fn backoff(base: Duration, attempt: u32, meter: i32) -> Duration {
+    let full = base.saturating_mul(1u32 << attempt.min(10));
+    let spread = u64::from(meter.unsigned_abs().wrapping_mul(2_654_435_761) % 1000); // 0..1000
+    let factor = 750 + spread / 2; // 0.75 .. 1.25
+    full.mul_f64(factor as f64 / 1000.0)
+}
+
+/// The readings of a session as JSON, kept as a dead letter's payload if the batch is refused.
+struct RawRows<'a>(&'a [schemas::reading::Reading]);
+
+impl serde::Serialize for RawRows<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for r in self.0 {
+            seq.serialize_element(&(r.ts, r.channel_id, r.value, r.flags))?;
+        }
+        seq.end()
+    }
+}
+
+/// Starts every group's loop for the pollers given; returns their tasks.
+pub fn spawn_groups(
+    shared: Arc<Shared>,
+    pollers: &HashMap<PollProtocol, Arc<dyn Poller>>,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    shared
+        .cfg
+        .groups
+        .clone()
+        .into_iter()
+        .filter_map(|g| match pollers.get(&g.protocol) {
+            Some(p) => Some(tokio::spawn(run_group(shared.clone(), g, p.clone(), stop.clone()))),
+            None => {
+                tracing::warn!(group = %g.name, protocol = g.protocol.as_str(), "no poller for this protocol; group skipped");
+                None
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().expect("timestamp")
+    }
+
+    #[test]
+    fn tasks_follow_the_schedule_and_the_backfill_bound() {
+        let cfg = CollectConfig::default();
+        let g = GroupSchedule::default();
+        let now = t("2026-11-24T10:16:00Z");
+        let fresh = tasks_for(&cfg, &g, &MeterState::default(), now);
+        assert_eq!(fresh.profile_after, Some(t("2026-11-21T10:16:00Z")), "never read: back-fill is bounded");
+        assert!(fresh.registers && fresh.clock && fresh.events_after.is_some());
+
+        let st = MeterState {
+            profile_until: Some(t("2026-11-24T09:45:00Z")),
+            profile_done: Some(t("2026-11-24T10:01:30Z")),
+            registers_done: Some(t("2026-11-23T23:02:00Z")),
+            events_done: Some(t("2026-11-23T23:02:00Z")),
+            clock_done: Some(t("2026-11-23T23:02:00Z")),
+            events_until: None,
+        };
+        let later = tasks_for(&cfg, &g, &st, now);
+        assert_eq!(later.profile_after, Some(t("2026-11-24T09:45:00Z")), "from the last stored interval");
+        assert!(!later.registers && !later.clock && later.events_after.is_none(), "{later:?}");
+        let same_slot = tasks_for(&cfg, &g, &MeterState { profile_done: Some(now), ..st }, t("2026-11-24T10:20:00Z"));
+        assert!(same_slot.is_empty(), "nothing is due twice in one slot");
+    }
+
+    #[test]
+    fn backoff_grows_and_spreads() {
+        let b = Duration::from_secs(4);
+        let first = backoff(b, 0, 17);
+        assert!(first >= Duration::from_secs(3) && first <= Duration::from_secs(5), "{first:?}");
+        let third = backoff(b, 2, 17);
+        assert!(third >= Duration::from_secs(12) && third <= Duration::from_secs(20), "{third:?}");
+        assert_ne!(backoff(b, 0, 17), backoff(b, 0, 18));
+    }
+}

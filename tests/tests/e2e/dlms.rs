@@ -1,0 +1,342 @@
+//! DLMS polling end to end: `meter-sim dlms` serves 2,000 meters with two days of load profile and
+//! faults (refused, silent, dropped and corrupted sessions, slow replies, drifting clocks); the
+//! head-end polls them. Which sessions fail is predicted from the simulator's fault function, so the
+//! test knows exactly which meters must be missing after each round; every stored value must equal
+//! the model, the ledger and the missing-interval API must show exactly the failed meters' gaps, and
+//! the next rounds (started through the operator API) back-fill them until the fleet is complete.
+
+use std::collections::{BTreeSet, HashMap};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, DurationRound, Utc};
+use meter_sim::dlms::faults::{FaultRates, SessionFault};
+use tests::procs::{self, Proc};
+
+use crate::pipeline::Pipeline;
+
+const METERS: usize = 2000;
+const SEED: u64 = 11;
+const FAULT_SEED: u64 = 12;
+const TOKEN: &str = "e2e-operator-token";
+
+fn rates() -> FaultRates {
+    FaultRates {
+        seed: FAULT_SEED,
+        refuse: 0.01,
+        no_answer: 0.005,
+        drop: 0.01,
+        corrupt: 0.01,
+        latency_rate: 0.02,
+        latency_ms: 100..=400,
+        wrong_keys: 0.0,
+        clock_drift: 0.02,
+    }
+}
+
+fn failed_in(session: u32, meters: &BTreeSet<usize>) -> BTreeSet<usize> {
+    let r = rates();
+    meters.iter().copied().filter(|&i| r.session_fault(i, session) != SessionFault::None).collect()
+}
+
+fn floor15(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(chrono::Duration::minutes(15)).unwrap_or(t)
+}
+
+const CONFIG: &str = r#"
+[collect]
+enabled = true
+retries = 0
+max_sessions = 200
+max_sessions_per_cell = 200
+new_connections_per_second = 0
+backfill_max = "3days"
+clock_threshold = "30s"
+
+[[collect.groups]]
+name = "dlms"
+protocol = "dlms"
+profile_every = "1day"
+registers_every = "1day"
+events_every = "1day"
+clock_every = "1day"
+offset = "0s"
+
+[dlms]
+# The management client with the meter's password (LLS): the public client may read only the
+# clock, serial and invocation counter.
+client = 1
+auth = "low"
+connect_timeout = "3s"
+step_timeout = "2s"
+"#;
+
+#[test]
+fn dlms_polling_with_faults_stores_the_model_and_backfills_the_gaps() {
+    let port = tests::free_port().expect("port");
+    let mut p = Pipeline::with_inventory("dlms", METERS, SEED, false, &["--protocol", "dlms"], |csv| {
+        csv.replace(":4059,", &format!(":{port},"))
+    })
+    .expect("pipeline");
+    let r = rates();
+    let mut sim_cmd = Command::new(procs::bin("meter-sim").expect("meter-sim"));
+    sim_cmd.args([
+        "dlms",
+        "--meters",
+        &METERS.to_string(),
+        "--seed",
+        &SEED.to_string(),
+        "--port",
+        &port.to_string(),
+        "--history",
+        "2d",
+        "--refuse",
+        &r.refuse.to_string(),
+        "--no-answer",
+        &r.no_answer.to_string(),
+        "--drop",
+        &r.drop.to_string(),
+        "--corrupt",
+        &r.corrupt.to_string(),
+        "--latency-rate",
+        &r.latency_rate.to_string(),
+        "--latency",
+        "100ms..400ms",
+        "--clock-drift",
+        &r.clock_drift.to_string(),
+        "--fault-seed",
+        &FAULT_SEED.to_string(),
+        "--no-progress",
+    ]);
+    let sim_log = p.dir.path().join("meter-sim-dlms.out");
+    let mut sim = Proc::spawn("meter-sim", sim_cmd, &sim_log).expect("simulator");
+    tests::wait_for_port(([127, 0, 0, 2], port).into(), Duration::from_secs(30)).expect("simulator listening");
+
+    let keys = p.dir.path().join("keys.csv");
+    let csv = procs::run_bin("meter-sim", &["keys", "--meters", &METERS.to_string(), "--seed", &SEED.to_string()], &[])
+        .expect("keys");
+    std::fs::write(&keys, csv).expect("keys file");
+    let cfg = p.dir.path().join("headend.toml");
+    let text = CONFIG.replace("auth = \"low\"", &format!("auth = \"low\"\nkeys_file = {:?}", keys.to_string_lossy()));
+    std::fs::write(&cfg, format!("{text}\n[http]\noperator_token = \"{TOKEN}\"\n")).expect("config");
+    p.spec.env.push(("HEADEND_CONFIG".into(), cfg.to_string_lossy().into()));
+    let started = Utc::now();
+    let headend = p.start_headend().expect("head-end");
+
+    let all: BTreeSet<usize> = (0..METERS).collect();
+    let mut missing = failed_in(0, &all);
+    assert!(!missing.is_empty() && missing.len() < METERS / 10, "the faults hit some meters: {}", missing.len());
+    let mut sessions = METERS;
+    let mut failures = missing.len();
+    wait_round(&headend, sessions, missing.len());
+    wait_stored_meters(&p, METERS - missing.len());
+    check_round(&p, &headend, &missing, started);
+    check_clocks(&p, &missing);
+
+    // Further rounds on request poll exactly the meters that failed, until none is left.
+    let mut round = 1u32;
+    while !missing.is_empty() {
+        assert!(round < 6, "meters still missing after {round} rounds: {missing:?}");
+        let polled = missing.len();
+        let (status, body) = procs::http_post(
+            headend.http,
+            "/api/v1/collect/rounds",
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+            "",
+        )
+        .expect("POST rounds");
+        assert_eq!(status, 202, "{body}");
+        missing = failed_in(round, &missing);
+        sessions += polled;
+        failures += missing.len();
+        wait_round(&headend, sessions, missing.len());
+        wait_stored_meters(&p, METERS - missing.len());
+        check_round(&p, &headend, &missing, started);
+        round += 1;
+    }
+
+    // Without the token, no rounds and no commands.
+    let (status, _) = procs::http_post(headend.http, "/api/v1/collect/rounds", &[], "").expect("POST");
+    assert_eq!(status, 401);
+
+    // The simulator saw exactly the sessions the head-end ran, and its fault counts match.
+    sim.signal("TERM").expect("SIGTERM");
+    sim.wait(Duration::from_secs(30)).expect("simulator exits");
+    let summary = Pipeline::summary_of(&sim_log).expect("simulator summary");
+    // (+1: the test's own probe of the listening port.)
+    assert_eq!(summary["sessions"].as_u64(), Some(sessions as u64 + 1), "{summary}");
+    let f = &summary["faults"];
+    let injected: u64 = ["refused", "no_answer", "dropped", "corrupted"].iter().filter_map(|k| f[k].as_u64()).sum();
+    assert_eq!(injected as usize, failures, "every injected session fault, and nothing else, failed a session");
+    assert_eq!(summary["protocol_errors"].as_u64(), Some(0), "the head-end spoke correct DLMS: {summary}");
+    drop(headend);
+}
+
+/// Waits until the head-end has run `sessions` sessions in all and the last round's result gauges
+/// say `failed` failures.
+fn wait_round(headend: &procs::Headend, sessions: usize, failed: usize) {
+    let start = Instant::now();
+    loop {
+        let m = headend.metrics().expect("metrics");
+        let done = procs::metric_sum(&m, "headend_poll_sessions_total");
+        let f = procs::metric_labelled(&m, "headend_poll_round_meters", &[("group", "dlms"), ("result", "failed")]);
+        let in_flight = procs::metric(&m, "headend_poll_sessions_in_flight").unwrap_or(1.0);
+        if done as usize >= sessions && in_flight == 0.0 && f.is_some() {
+            assert_eq!(done as usize, sessions, "sessions run (retries are off)");
+            // The gauges are set when the round ends, just after the last session.
+            std::thread::sleep(Duration::from_millis(300));
+            let m = headend.metrics().expect("metrics");
+            let f = procs::metric_labelled(&m, "headend_poll_round_meters", &[("group", "dlms"), ("result", "failed")]);
+            assert_eq!(f, Some(failed as f64), "failed sessions of the round:\n{m}");
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(240), "round not finished: {done} of {sessions} sessions");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn wait_stored_meters(p: &Pipeline, n: usize) {
+    let start = Instant::now();
+    loop {
+        let got = p.query_i64("SELECT count(DISTINCT meter_id)::bigint FROM readings").expect("count");
+        if got as usize == n {
+            // …and the writer has nothing left in flight.
+            std::thread::sleep(Duration::from_millis(500));
+            let again = p.query_i64("SELECT count(*)::bigint FROM readings").expect("count");
+            std::thread::sleep(Duration::from_millis(500));
+            if p.query_i64("SELECT count(*)::bigint FROM readings").expect("count") == again {
+                return;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "{got} of {n} meters have readings");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every stored value equals the model; meters in `missing` have nothing, the others have every
+/// load-profile interval of the checked window and their four registers; the ledger agrees.
+fn check_round(p: &Pipeline, headend: &procs::Headend, missing: &BTreeSet<usize>, started: DateTime<Utc>) {
+    let model = meter_sim::Model::with_meters(SEED, METERS);
+    let rows: Vec<(String, i16, DateTime<Utc>, i64, i16)> = p.rt.block_on(async {
+        let c = p.db.client().await.expect("db");
+        c.query(
+            "SELECT m.serial, r.channel_id, r.ts, r.value, r.flags FROM readings r JOIN meters m ON m.id = r.meter_id",
+            &[],
+        )
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+    });
+    // Every value is the model's value at its interval (registers: the last interval end at or
+    // before their capture time).
+    let mut profile: HashMap<usize, BTreeSet<(i16, DateTime<Utc>)>> = HashMap::new();
+    let mut registers: HashMap<usize, usize> = HashMap::new();
+    let r = rates();
+    for (serial, ch, ts, value, flags) in &rows {
+        let i = model.index_of(serial).expect("a fleet serial");
+        assert!(!missing.contains(&i), "{serial} failed its sessions but has readings");
+        // A register read from a drifting meter carries the head-end's time, marked clock-doubtful;
+        // the simulated meter computed it at its own (drifted) time.
+        let doubtful = flags & 0x02 != 0;
+        assert_eq!(
+            doubtful,
+            floor15(*ts) != *ts && r.drift_secs(i) != 0,
+            "{serial} channel {ch} at {ts}: flags {flags}"
+        );
+        let at = if doubtful { *ts + chrono::Duration::seconds(r.drift_secs(i)) } else { *ts };
+        let regs = model.registers_at(i, floor15(at)).expect("model");
+        let want = match ch {
+            1 => regs.import_total(),
+            2 => regs.import_vt,
+            3 => regs.import_nt,
+            4 => regs.export,
+            other => panic!("unexpected channel {other}"),
+        };
+        assert_eq!(*value, want, "{serial} channel {ch} at {ts}");
+        if floor15(*ts) == *ts && (*ch == 1 || *ch == 4) {
+            profile.entry(i).or_default().insert((*ch, *ts));
+        }
+        if floor15(*ts) != *ts {
+            *registers.entry(i).or_default() += 1;
+        }
+    }
+    // The window every meter's two-day profile covers, whatever its drift (±15 min) and whenever
+    // it was polled.
+    let hi = floor15(started) - chrono::Duration::minutes(30);
+    let lo = floor15(started) - chrono::Duration::hours(47);
+    let mut t = lo;
+    let mut window = Vec::new();
+    while t <= hi {
+        window.push(t);
+        t += chrono::Duration::minutes(15);
+    }
+    for i in (0..METERS).filter(|i| !missing.contains(i)) {
+        let got = profile
+            .get(&i)
+            .map_or(0, |s| window.iter().filter(|t| s.contains(&(1, **t)) && s.contains(&(4, **t))).count());
+        assert_eq!(got, window.len(), "{} lacks profile intervals", meter_sim::serial(i));
+        // A register read exactly on an interval end coincides with the profile row (same value).
+        assert!(registers.get(&i).copied().unwrap_or(0) <= 4, "{}", meter_sim::serial(i));
+    }
+    let with_registers = registers.values().filter(|n| **n == 4).count();
+    assert!(with_registers >= (METERS - missing.len()) * 99 / 100, "{with_registers} meters with 4 registers");
+
+    // The ledger has no row for a missing meter, and a full day for the others where the window
+    // covers one.
+    let ledger_meters =
+        p.query_i64("SELECT count(DISTINCT meter_id)::bigint FROM read_ledger WHERE received > 0").expect("ledger");
+    assert_eq!(ledger_meters as usize, METERS - missing.len());
+    let off = p
+        .query_i64(
+            "SELECT count(*)::bigint FROM
+                 (SELECT meter_id, headend_local_day(ts) AS day, count(*) AS n FROM readings
+                  WHERE channel_id = 1 AND extract(epoch FROM ts)::bigint % 900 = 0 GROUP BY 1, 2) r
+             FULL JOIN read_ledger l USING (meter_id, day)
+             WHERE l.received IS DISTINCT FROM r.n",
+        )
+        .expect("ledger");
+    assert_eq!(off, 0, "ledger rows that disagree with the stored profile");
+    // The missing-interval API lists every interval of the window's days for a failed meter.
+    if let Some(&i) = missing.iter().next() {
+        let day = (lo + chrono::Duration::hours(12)).with_timezone(&chrono_tz::Europe::Belgrade).date_naive();
+        let path = format!("/api/v1/meters/{}/missing?from={day}&to={day}", meter_sim::serial(i));
+        let (status, body) = procs::http_get(headend.http, &path).expect("GET missing");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let n = v["missing"].as_array().map_or(0, Vec::len);
+        assert!(n >= 92, "a failed meter misses its whole day: {v}");
+    }
+}
+
+/// Drifting meters are flagged with their deviation; the others are not.
+fn check_clocks(p: &Pipeline, missing: &BTreeSet<usize>) {
+    let r = rates();
+    let status: Vec<(String, Option<i64>, bool)> = p.rt.block_on(async {
+        let c = p.db.client().await.expect("db");
+        c.query(
+            "SELECT m.serial, s.clock_deviation_ms, s.clock_flagged FROM meter_poll_status s JOIN meters m ON m.id = s.meter_id",
+            &[],
+        )
+        .await
+        .expect("status")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+    });
+    assert_eq!(status.len(), METERS, "every meter has a poll status");
+    let mut drifting = 0;
+    for (serial, dev, flagged) in status {
+        let i = meter_sim::Model::new(SEED).index_of(&serial).expect("serial");
+        if missing.contains(&i) {
+            continue;
+        }
+        let drift_ms = r.drift_secs(i) * 1000;
+        let dev = dev.expect("clock read");
+        assert!((dev - drift_ms).abs() < 5_000, "{serial}: deviation {dev} ms, drift {drift_ms} ms");
+        assert_eq!(flagged, drift_ms != 0, "{serial}");
+        drifting += usize::from(drift_ms != 0);
+    }
+    assert!(drifting > 0, "some meters drift");
+}
