@@ -11,6 +11,7 @@ mod decode;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod push;
 mod session;
 pub mod transport;
 mod value;

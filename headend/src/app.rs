@@ -63,7 +63,22 @@ pub async fn serve(
     let pollers = collect::pollers::build(&cfg, &pool).await.context("setting up the DLMS/Modbus clients")?;
     let collect_stop = CancellationToken::new();
     let (poll_now, poll_now_rx) = watch::channel(0u64);
-    let collectors = start_collectors(&cfg, &pollers, &pool, &writer, &metrics, poll_now_rx, &collect_stop);
+    let mut collectors = start_collectors(&cfg, &pollers, &pool, &writer, &metrics, poll_now_rx, &collect_stop);
+    if let Some(addr) = cfg.dlms.push_listen {
+        let socket = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the DLMS push listener {addr}"))?;
+        tracing::info!(%addr, ciphered_only = cfg.dlms.push_require_ciphered, "DLMS push listener");
+        let ctx = Arc::new(collect::push::PushContext::new(
+            pollers.keys.as_deref(),
+            cfg.dlms.push_require_ciphered,
+            cfg.dlms.push_channels()?,
+            directory.clone(),
+            writer.clone(),
+            metrics.clone(),
+        ));
+        collectors.push(tokio::spawn(collect::push::run(socket, ctx, collect_stop.clone())));
+    }
 
     let mqtt_state = Arc::new(MqttState::default());
     let accepting = Arc::new(AtomicBool::new(true));

@@ -382,6 +382,11 @@ pub struct DlmsConfig {
     pub step_timeout: Duration,
     /// Where pushed DataNotifications arrive (TCP wrapper); absent = no push listener.
     pub push_listen: Option<SocketAddr>,
+    /// Refuse plain (unciphered) pushes: only meters whose keys opened the notification count.
+    pub push_require_ciphered: bool,
+    /// The values of a pushed body after its serial and capture time, as OBIS codes of stored
+    /// channels, each in the channel's stored unit.
+    pub push_objects: Vec<String>,
 }
 
 impl Default for DlmsConfig {
@@ -400,6 +405,8 @@ impl Default for DlmsConfig {
             connect_timeout: Duration::from_secs(10),
             step_timeout: Duration::from_secs(10),
             push_listen: None,
+            push_require_ciphered: true,
+            push_objects: vec!["1.0.1.8.0.255".into(), "1.0.2.8.0.255".into()],
         }
     }
 }
@@ -436,6 +443,22 @@ impl Default for ModbusConfig {
             retries: 2,
             backoff: Duration::from_millis(100),
         }
+    }
+}
+
+impl DlmsConfig {
+    /// Channel ids of [`DlmsConfig::push_objects`].
+    pub fn push_channels(&self) -> Result<Vec<i16>, ConfigError> {
+        self.push_objects
+            .iter()
+            .map(|o| {
+                let code: schemas::ObisCode =
+                    o.parse().map_err(|e| ConfigError::Invalid(format!("dlms.push_objects {o:?}: {e}")))?;
+                schemas::channel::by_obis(&code)
+                    .map(|c| c.id)
+                    .ok_or_else(|| ConfigError::Invalid(format!("dlms.push_objects {o:?} is not a stored channel")))
+            })
+            .collect()
     }
 }
 
@@ -511,6 +534,7 @@ impl HeadendConfig {
         if self.dlms.auth != DlmsAuth::None && self.collect.enabled && self.dlms.keys_file.is_none() {
             return Err(ConfigError::Invalid("dlms.auth low/gmac needs dlms.keys_file".into()));
         }
+        self.dlms.push_channels()?;
         if self.writer.batch_rows == 0 || self.writer.queue_messages == 0 {
             return Err(ConfigError::Invalid("writer.batch_rows and writer.queue_messages must be above 0".into()));
         }

@@ -42,7 +42,7 @@ pub struct Metrics {
 }
 
 /// Dead-letter reasons; the label values of `headend_dead_letters_total`.
-pub const DEAD_LETTER_REASONS: [&str; 9] = [
+pub const DEAD_LETTER_REASONS: [&str; 11] = [
     "payload_too_large",
     "malformed_json",
     "schema_violation",
@@ -52,6 +52,8 @@ pub const DEAD_LETTER_REASONS: [&str; 9] = [
     "timestamp_out_of_range",
     "topic_mismatch",
     "store_failed",
+    "push_malformed",
+    "push_rejected",
 ];
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {

@@ -157,10 +157,11 @@ impl Counters {
         let row = client
             .query_one(
                 "INSERT INTO dlms_invocation_counters AS c (meter_id, client_sap, next_counter)
-                 VALUES ($1, $2, GREATEST(1, COALESCE($4, 1)) + $3)
+                 VALUES ($1, $2, GREATEST(1, COALESCE($4::bigint, 1)) + $3::bigint)
                  ON CONFLICT (meter_id, client_sap) DO UPDATE
-                     SET next_counter = GREATEST(c.next_counter, COALESCE($4, 0)) + $3, updated_at = now()
-                 RETURNING next_counter - $3",
+                     SET next_counter = GREATEST(c.next_counter, COALESCE($4::bigint, 0)) + $3::bigint,
+                         updated_at = now()
+                 RETURNING next_counter - $3::bigint",
                 &[&meter_id, &self.client_sap, &size, &at_least],
             )
             .await?;

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod ledger;
 pub mod limits;
 pub mod pollers;
+pub mod push;
 pub mod schedule;
 pub mod scheduler;
 pub mod status;

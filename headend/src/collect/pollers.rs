@@ -17,6 +17,8 @@ pub struct Pollers {
     pub by_protocol: HashMap<PollProtocol, Arc<dyn Poller>>,
     /// Operator commands (DLMS).
     pub commander: Option<Arc<dyn Commander>>,
+    /// The DLMS key store, when configured (also used by the push listener).
+    pub keys: Option<Arc<KeyStore>>,
 }
 
 /// One poller per protocol. Building one opens nothing: sessions connect when they run. A key file
@@ -33,6 +35,7 @@ pub async fn build(cfg: &HeadendConfig, pool: &Pool) -> anyhow::Result<Pollers> 
     };
     let counters = (cfg.dlms.auth == DlmsAuth::Gmac).then(|| Arc::new(Counters::new(pool.clone(), cfg.dlms.client)));
     let sync = cfg.collect.clock_sync.then_some((cfg.collect.clock_threshold, cfg.collect.clock_sync_max_step));
+    p.keys = keys.clone();
     let dlms = Arc::new(DlmsPoller::new(cfg.dlms.clone(), keys, counters, sync));
     p.by_protocol.insert(PollProtocol::Dlms, dlms.clone());
     p.commander = Some(dlms);

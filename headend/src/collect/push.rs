@@ -1,0 +1,199 @@
+//! DLMS push listener: meters connect and send DataNotifications in the TCP wrapper (IEC 62056-47),
+//! plain or general-glo-ciphered with their own keys. Each notification becomes readings for the
+//! writer; one that cannot be used becomes a dead letter with its raw bytes and a reason, and a
+//! broken frame ends only its own connection.
+//!
+//! Body layout (what `meter-sim dlms-push` sends, and a push setup's object list would say):
+//! `structure { serial (octet/visible string), capture time (date-time), values… }` where the values
+//! are `dlms.push_objects` in order, each already in its channel's stored unit (Wh).
+//!
+//! DataNotification is unconfirmed in DLMS: the meter gets no acknowledgement, so a reading queued
+//! here but not yet committed when the head-end dies is lost unless the meter pushes it again (or
+//! the poller back-fills it from the load profile, which the ledger makes visible).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use chrono_tz::Europe::Belgrade;
+use dlms::push::{Notification, PushListener};
+use dlms::transport::WrapperCodec;
+use futures::StreamExt;
+use schemas::reading::{pack_flags, Quality, Reading, Source};
+use tokio::net::TcpListener;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use super::keys::KeyStore;
+use crate::directory::MeterDirectory;
+use crate::ingest::DeadLetter;
+use crate::metrics::Metrics;
+use crate::writer::{Envelope, WriterHandle};
+
+const SOURCE: &str = "dlms_push";
+/// Largest APDU accepted from a pushing meter.
+const MAX_APDU: usize = 4096;
+
+/// What the listener needs.
+pub struct PushContext {
+    pub listener: Mutex<PushListener>,
+    /// System title → meter serial, for ciphered pushes.
+    pub titles: HashMap<[u8; 8], String>,
+    /// Channel ids of the body's values after serial and time.
+    pub channels: Vec<i16>,
+    pub directory: Arc<MeterDirectory>,
+    pub writer: WriterHandle,
+    pub metrics: Arc<Metrics>,
+}
+
+impl PushContext {
+    pub fn new(
+        keys: Option<&KeyStore>,
+        require_ciphered: bool,
+        channels: Vec<i16>,
+        directory: Arc<MeterDirectory>,
+        writer: WriterHandle,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let mut listener = PushListener::new(require_ciphered);
+        let mut titles = HashMap::new();
+        if let Some(ks) = keys {
+            for (title, (serial, k)) in ks.by_system_title() {
+                listener.add_meter(title, k.ek, k.ak, None);
+                titles.insert(title, serial);
+            }
+        }
+        Self { listener: Mutex::new(listener), titles, channels, directory, writer, metrics }
+    }
+}
+
+/// Accepts pushing meters until `stop`; each connection runs in its own task.
+pub async fn run(socket: TcpListener, ctx: Arc<PushContext>, stop: CancellationToken) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = socket.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let ctx = ctx.clone();
+                    let stop = stop.clone();
+                    conns.spawn(async move {
+                        tokio::select! {
+                            () = stop.cancelled() => {}
+                            () = connection(stream, peer, &ctx) => {}
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "push listener: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    while conns.join_next().await.is_some() {}
+}
+
+async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, ctx: &PushContext) {
+    let origin = peer.to_string();
+    let mut frames = FramedRead::new(stream, WrapperCodec::new(MAX_APDU));
+    while let Some(frame) = frames.next().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                // The stream is out of step: nothing after this can be framed reliably.
+                ctx.metrics.dlms_push.with_label_values(&["bad_frame"]).inc();
+                tracing::info!(%peer, error = %e, "push connection closed on a bad frame");
+                let dead = DeadLetter::new(SOURCE, &origin, "push_malformed", e.to_string(), Bytes::new());
+                let _ = ctx.writer.send(dead_envelope(dead, &origin)).await;
+                return;
+            }
+        };
+        let raw = frame.apdu.clone();
+        let env = match handle(ctx, &frame.apdu).await {
+            Ok((rows, serial)) => {
+                ctx.metrics.dlms_push.with_label_values(&["ok"]).inc();
+                ctx.metrics.readings_received.inc_by(rows.len() as u64);
+                Envelope { rows, dead: None, ack: None, sent: None, source: SOURCE, origin: serial.into(), raw }
+            }
+            Err((reason, detail)) => {
+                ctx.metrics.dlms_push.with_label_values(&[reason]).inc();
+                tracing::debug!(%peer, reason, %detail, "push refused");
+                dead_envelope(DeadLetter::new(SOURCE, &origin, reason, detail, raw), &origin)
+            }
+        };
+        if ctx.writer.send(env).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn dead_envelope(dead: DeadLetter, origin: &str) -> Envelope {
+    Envelope {
+        rows: Vec::new(),
+        dead: Some(dead),
+        ack: None,
+        sent: None,
+        source: SOURCE,
+        origin: origin.into(),
+        raw: Bytes::new(),
+    }
+}
+
+/// One notification → its meter's readings, or a dead-letter reason.
+async fn handle(ctx: &PushContext, apdu: &[u8]) -> Result<(Vec<Reading>, String), (&'static str, String)> {
+    let n: Notification = {
+        let mut l = ctx.listener.lock().unwrap_or_else(|p| p.into_inner());
+        l.handle(apdu).map_err(|e| match e {
+            dlms::Error::AuthenticationRejected { reason, .. } => ("push_rejected", reason),
+            other => ("push_malformed", other.to_string()),
+        })?
+    };
+    let fields = n.body.as_slice().ok_or(("push_malformed", "the body is not a structure".to_string()))?;
+    if fields.len() != 2 + ctx.channels.len() {
+        return Err((
+            "push_malformed",
+            format!("the body has {} fields, expected serial, time and {} values", fields.len(), ctx.channels.len()),
+        ));
+    }
+    let serial = fields[0]
+        .as_bytes()
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .filter(|s| schemas::MeterSerial::is_valid(s))
+        .ok_or(("push_malformed", "the first field is not a meter serial".to_string()))?
+        .to_string();
+    if let Some(title) = n.system_title {
+        // A ciphered push speaks for the meter whose keys opened it, and for no other.
+        if ctx.titles.get(&title).is_none_or(|s| *s != serial) {
+            return Err(("push_rejected", format!("meter {serial} pushed under another meter's system title")));
+        }
+    }
+    let dt = fields[1].as_datetime().ok_or(("push_malformed", "the second field is not a date-time".to_string()))?;
+    let ts =
+        dt.as_datetime_utc(&Belgrade).ok_or(("push_malformed", "the capture time is not a valid time".to_string()))?;
+    let meter_id = match ctx.directory.resolve(&serial).await {
+        Ok(Some(id)) => id,
+        Ok(None) => return Err(("unknown_meter", format!("meter {serial} is not in the inventory"))),
+        Err(e) => return Err(("store_failed", format!("inventory unavailable: {e}"))),
+    };
+    let mut q = 0u8;
+    if dt.status != 0xFF && dt.status & 0x01 != 0 {
+        q |= Quality::CLOCK_INVALID.0;
+    }
+    if dt.status != 0xFF && dt.status & 0x02 != 0 {
+        q |= Quality::CLOCK_DOUBTFUL.0;
+    }
+    let flags = pack_flags(Quality(q), Source::Dlms);
+    let mut rows = Vec::with_capacity(ctx.channels.len());
+    for (ch, v) in ctx.channels.iter().zip(&fields[2..]) {
+        let value =
+            v.as_i64().ok_or(("impossible_value", format!("channel {ch}: {} is not an integer", v.type_name())))?;
+        if value < 0 {
+            return Err(("impossible_value", format!("channel {ch}: negative register {value}")));
+        }
+        rows.push(Reading { ts, value, meter_id, channel_id: *ch, flags });
+    }
+    Ok((rows, serial))
+}
