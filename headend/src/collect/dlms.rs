@@ -163,6 +163,22 @@ impl DlmsPoller {
         out
     }
 
+    fn capabilities(&self, profile: &MeterProfile, n: &dlms::Negotiated) -> Capabilities {
+        let mut c = profile.to_capabilities(n);
+        // Without multiple-references the client reads a list one attribute at a time.
+        let with_list = n.conformance & dlms::conformance::MULTIPLE_REFERENCES != 0;
+        c.max_list = Some(if with_list { u32::try_from(self.cfg.max_list).unwrap_or(u32::MAX) } else { 1 });
+        c.security = Some(
+            match self.cfg.auth {
+                DlmsAuth::None => "none",
+                DlmsAuth::Low => "lls",
+                DlmsAuth::Gmac => "hls-gmac-suite0",
+            }
+            .to_string(),
+        );
+        c
+    }
+
     async fn work(
         &self,
         s: &mut Session,
@@ -230,11 +246,11 @@ impl DlmsPoller {
                 }
             }
             if need_scalers || need_capture {
-                out.capabilities = Some(profile.to_capabilities(negotiated));
+                out.capabilities = Some(self.capabilities(&profile, negotiated));
             }
         }
         if out.capabilities.is_none() && known.is_none() {
-            out.capabilities = Some(profile.to_capabilities(negotiated));
+            out.capabilities = Some(self.capabilities(&profile, negotiated));
         }
 
         let flags = |extra: Quality| pack_flags(Quality(clock_quality(clock_status).0 | extra.0), Source::Dlms);

@@ -601,3 +601,85 @@ fn dlms_polling_over_hdlc_reads_every_meter() {
     assert!(profile_rows >= N * 7 * 2, "{profile_rows} profile rows");
     assert!(Utc::now() - started < chrono::Duration::minutes(5));
 }
+
+/// Clock sync and operator commands: with `collect.clock_sync`, drifting meter clocks are set
+/// during the poll (the simulator counts the SETs) and no longer flagged; a remote disconnect and
+/// reconnect through the API reach the meter's disconnect control and are kept in the audit trail.
+#[test]
+fn dlms_clock_sync_and_remote_disconnect_are_carried_out_and_audited() {
+    const N: usize = 60;
+    const SEED: u64 = 61;
+    let port = tests::free_port().expect("port");
+    let mut p = Pipeline::with_inventory("dlmscmd", N, SEED, false, &["--protocol", "dlms"], |csv| {
+        csv.replace(":4059,", &format!(":{port},"))
+    })
+    .expect("pipeline");
+    let drift = FaultRates { seed: 62, clock_drift: 0.2, ..FaultRates::default() };
+    let drifting: BTreeSet<usize> = (0..N).filter(|&i| drift.drift_secs(i) != 0).collect();
+    assert!(!drifting.is_empty());
+    let mut sim_cmd = Command::new(procs::bin("meter-sim").expect("meter-sim"));
+    sim_cmd.args(["dlms", "--meters", "60", "--seed", "61", "--port", &port.to_string(), "--history", "1h"]);
+    sim_cmd.args(["--clock-drift", "0.2", "--fault-seed", "62", "--no-progress"]);
+    let sim_log = p.dir.path().join("meter-sim-cmd.out");
+    let mut sim = Proc::spawn("meter-sim", sim_cmd, &sim_log).expect("simulator");
+    tests::wait_for_port(([127, 0, 0, 2], port).into(), Duration::from_secs(30)).expect("simulator listening");
+    let keys = p.dir.path().join("keys.csv");
+    let csv = procs::run_bin("meter-sim", &["keys", "--meters", "60", "--seed", "61"], &[]).expect("keys");
+    std::fs::write(&keys, csv).expect("keys file");
+    let cfg = p.dir.path().join("headend.toml");
+    let text = CONFIG
+        .replace(
+            "clock_threshold = \"30s\"",
+            "clock_threshold = \"30s\"\nclock_sync = true\nclock_sync_max_step = \"20m\"",
+        )
+        .replace("auth = \"low\"", &format!("auth = \"low\"\nkeys_file = {:?}", keys.to_string_lossy()));
+    std::fs::write(&cfg, format!("{text}\n[http]\noperator_token = \"{TOKEN}\"\n")).expect("config");
+    p.spec.env.push(("HEADEND_CONFIG".into(), cfg.to_string_lossy().into()));
+    let headend = p.start_headend().expect("head-end");
+    wait_round(&headend, N, 0);
+    let m = headend.metrics().expect("metrics");
+    assert_eq!(procs::metric(&m, "headend_clock_synced_total"), Some(drifting.len() as f64), "{m}");
+    wait_status(&p, N, 0, Utc::now() - chrono::Duration::minutes(5));
+    let flagged = p.query_i64("SELECT count(*)::bigint FROM meter_poll_status WHERE clock_flagged").expect("flags");
+    assert_eq!(flagged, 0, "synchronised clocks are not left flagged");
+
+    let auth = format!("Bearer {TOKEN}");
+    let post = |path: &str, body: &str, token: Option<&str>| {
+        let headers: Vec<(&str, &str)> = token.map(|t| vec![("Authorization", t)]).unwrap_or_default();
+        procs::http_post(headend.http, path, &headers, body).expect("POST")
+    };
+    let path = "/api/v1/meters/SIM00000003/commands";
+    let (status, _) = post(path, r#"{"command":"disconnect","requested_by":"op"}"#, None);
+    assert_eq!(status, 401, "no token, no command");
+    let (status, body) = post(path, r#"{"command":"explode","requested_by":"op"}"#, Some(&auth));
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post(path, r#"{"command":"disconnect","requested_by":"operator 7, ticket 42"}"#, Some(&auth));
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["outcome"], "done", "{v}");
+    assert!(v["detail"].as_str().unwrap_or_default().contains("false"), "breaker open afterwards: {v}");
+    let (status, body) = post(path, r#"{"command":"reconnect","requested_by":"operator 7, ticket 42"}"#, Some(&auth));
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert!(v["detail"].as_str().unwrap_or_default().contains("true"), "breaker closed again: {v}");
+    let audit: Vec<(String, String, Option<String>)> = p.rt.block_on(async {
+        let c = p.db.client().await.expect("db");
+        c.query("SELECT command, requested_by, outcome FROM meter_commands ORDER BY id", &[])
+            .await
+            .expect("audit")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    });
+    assert_eq!(
+        audit,
+        vec![
+            ("disconnect".to_string(), "operator 7, ticket 42".to_string(), Some("done".to_string())),
+            ("reconnect".to_string(), "operator 7, ticket 42".to_string(), Some("done".to_string())),
+        ]
+    );
+    sim.signal("TERM").expect("SIGTERM");
+    sim.wait(Duration::from_secs(30)).expect("simulator exits");
+    let summary = Pipeline::summary_of(&sim_log).expect("summary");
+    assert_eq!(summary["clock_sets"].as_u64(), Some(drifting.len() as u64), "{summary}");
+}
