@@ -335,10 +335,11 @@ async fn session(
             }
             Err(e) => {
                 m.poll_sessions.with_label_values(&[protocol, e.reason]).inc();
-                tracing::debug!(meter = %target.serial, attempt, error = %e, "session failed");
                 if !e.retryable || attempt >= shared.cfg.retries || stop.is_cancelled() {
+                    tracing::info!(meter = %target.serial, reason = e.reason, attempts = attempt + 1, error = %e.detail, "session failed");
                     break Err(e);
                 }
+                tracing::debug!(meter = %target.serial, attempt, error = %e, "session failed; retrying");
                 m.poll_retries.with_label_values(&[protocol]).inc();
                 let wait = backoff(shared.cfg.retry_backoff, attempt, target.meter_id);
                 attempt += 1;

@@ -599,6 +599,45 @@ fn dlms_polling_over_hdlc_reads_every_meter() {
     }
     // Eight intervals in two hours (seven when the round straddled an interval end), two channels.
     assert!(profile_rows >= N * 7 * 2, "{profile_rows} profile rows");
+
+    // The engineers' tool reads the same meter over HDLC and prints scaled values with units.
+    let keys_text = std::fs::read_to_string(&keys).expect("keys");
+    let line = keys_text.lines().find(|l| l.starts_with("SIM00000001,")).expect("meter 1 keys");
+    let password =
+        String::from_utf8(hex::decode(line.rsplit(',').next().expect("password")).expect("hex")).expect("text");
+    let out = procs::run_bin(
+        "headend",
+        &[
+            "meter",
+            "read",
+            "--host",
+            "127.0.0.2",
+            "--port",
+            &port.to_string(),
+            "--hdlc",
+            "--client",
+            "1",
+            "--auth",
+            "low",
+            "--password",
+            &password,
+            "--obis",
+            "0.0.1.0.0.255,1.0.1.8.0.255,9.9.9.9.9.9",
+            "--profile",
+            "1.0.99.1.0.255",
+            "--entries",
+            "1-2",
+        ],
+        &[],
+    )
+    .expect("headend meter read");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let clock: DateTime<Utc> = v["objects"][0]["utc"].as_str().expect("clock").parse().expect("time");
+    let want = model.registers_at(0, floor15(clock)).expect("model").import_total();
+    assert_eq!(v["objects"][1]["unit"], "Wh", "{v}");
+    assert_eq!(v["objects"][1]["scaled"], want.to_string(), "{v}");
+    assert_eq!(v["objects"][2]["error"]["data_access_result"], "object-undefined", "{v}");
+    assert_eq!(v["profile"]["rows"].as_array().map(Vec::len), Some(2), "{v}");
     assert!(Utc::now() - started < chrono::Duration::minutes(5));
 }
 
