@@ -84,6 +84,24 @@ fn by_label(metrics: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// CPU seconds (user + system) a process has used so far, from /proc (ticks of 1/100 s).
+fn cpu_secs(pid: Option<u32>) -> f64 {
+    let Some(stat) = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok()) else { return 0.0 };
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// CPU seconds (busy, all cores) of the whole machine so far, from /proc/stat.
+fn machine_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().next() else { return 0.0 };
+    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal …: busy = all but idle and iowait.
+    let busy: f64 = v.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, x)| x).sum();
+    busy / 100.0
+}
+
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -91,7 +109,11 @@ fn round3(x: f64) -> f64 {
 /// The raw ceiling: `sessions` connections, each to its own 127.x.y.z, `exchanges` request/reply
 /// pairs each, at most `concurrency` at once; client and server in this process. Sessions/s.
 async fn raw_ceiling(sessions: usize, exchanges: usize, concurrency: usize) -> anyhow::Result<(f64, usize)> {
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", 0)).await?;
+    // The kernel's largest accept queue (net.core.somaxconn): tokio's default of 1024 overflows
+    // when thousands of connections open at once, and a dropped SYN costs a 1 s retransmit.
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(([0, 0, 0, 0], 0).into())?;
+    let listener = socket.listen(4096)?;
     let port = listener.local_addr()?.port();
     let server = tokio::spawn(async move {
         loop {
@@ -239,6 +261,7 @@ step_timeout = "10s"
     };
     eprintln!("bench: head-end round over {} meters, auth {auth}", fleet.meters);
     let t0 = Instant::now();
+    let (sim_cpu0, machine_cpu0) = (cpu_secs(sim.pid()), machine_cpu_secs());
     let headend = Headend::start(&spec, &dir.join(format!("headend-{auth}.log")))?;
     let ready_s = t0.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(1200);
@@ -279,6 +302,10 @@ step_timeout = "10s"
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let wall = t0.elapsed().as_secs_f64();
+    let headend_cpu = cpu_secs(headend.proc.pid());
+    let sim_cpu = cpu_secs(sim.pid()) - sim_cpu0;
+    let machine_cpu = machine_cpu_secs() - machine_cpu0;
     let headend_rss = headend.proc.peak_rss_bytes().unwrap_or(0);
     let sim_rss = sim.peak_rss_bytes().unwrap_or(0);
     drop(headend);
@@ -320,6 +347,10 @@ step_timeout = "10s"
         "headend_start_to_last_session_s": round3(sessions_done_s),
         "headend_start_to_last_commit_s": round3(stored_at),
         "readings_stored": stored,
+        "cpu_s_headend": round3(headend_cpu),
+        "cpu_s_simulator": round3(sim_cpu),
+        "cpu_s_machine": round3(machine_cpu),
+        "cpu_wall_s": round3(wall),
         "headend_peak_rss_mb": mb(headend_rss),
         "simulator_peak_rss_mb": mb(sim_rss),
         "simulator_sessions": sim_sessions,

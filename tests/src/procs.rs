@@ -123,6 +123,11 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    read_response(s)
+}
+
+/// Reads an HTTP/1.0 response to the end: (status, body).
+fn read_response(mut s: TcpStream) -> anyhow::Result<(u16, String)> {
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);
@@ -141,12 +146,7 @@ pub fn http_post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &
         "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
         body.len()
     )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("HTTP status line")?;
-    Ok((status, body.to_string()))
+    read_response(s)
 }
 
 /// The value of a metric with exactly these labels (`name{a="x",b="y"}`), if present.

@@ -67,61 +67,104 @@ offset = "0s"
 # clock, serial and invocation counter.
 client = 1
 auth = "low"
+keys_file = "@KEYS@"
 connect_timeout = "3s"
 step_timeout = "2s"
+
+[http]
+operator_token = "@TOKEN@"
 "#;
+
+/// A DLMS fleet for one test: the pipeline (inventory addresses on a free port), the keys file and
+/// `meter-sim dlms` serving the fleet.
+struct Rig {
+    p: Pipeline,
+    port: u16,
+    keys: std::path::PathBuf,
+    sim: Proc,
+    sim_log: std::path::PathBuf,
+}
+
+impl Rig {
+    fn start(tag: &str, meters: usize, seed: u64, sim_args: &[&str]) -> Rig {
+        let port = tests::free_port().expect("port");
+        let p = Pipeline::with_inventory(tag, meters, seed, false, &["--protocol", "dlms"], |csv| {
+            csv.replace(":4059,", &format!(":{port},"))
+        })
+        .expect("pipeline");
+        let keys = write_keys(&p, meters, seed);
+        let mut cmd = Command::new(procs::bin("meter-sim").expect("meter-sim"));
+        let (n, sd, pt) = (meters.to_string(), seed.to_string(), port.to_string());
+        cmd.args(["dlms", "--meters", &n, "--seed", &sd, "--port", &pt, "--no-progress"]).args(sim_args);
+        let sim_log = p.dir.path().join("meter-sim-dlms.out");
+        let sim = Proc::spawn("meter-sim", cmd, &sim_log).expect("simulator");
+        tests::wait_for_port(([127, 0, 0, 2], port).into(), Duration::from_secs(30)).expect("simulator listening");
+        Rig { p, port, keys, sim, sim_log }
+    }
+
+    /// Starts the head-end with `config` ([`CONFIG`] or an edit of it).
+    fn headend(&mut self, config: &str) -> procs::Headend {
+        let cfg = self.p.dir.path().join("headend.toml");
+        let text = config.replace("@KEYS@", &self.keys.to_string_lossy()).replace("@TOKEN@", TOKEN);
+        std::fs::write(&cfg, text).expect("config");
+        if !self.p.spec.env.iter().any(|(k, _)| k == "HEADEND_CONFIG") {
+            self.p.spec.env.push(("HEADEND_CONFIG".into(), cfg.to_string_lossy().into()));
+        }
+        self.p.start_headend().expect("head-end")
+    }
+
+    /// Stops the simulator; its JSON summary.
+    fn stop_sim(&mut self) -> serde_json::Value {
+        self.sim.signal("TERM").expect("SIGTERM");
+        self.sim.wait(Duration::from_secs(30)).expect("simulator exits");
+        Pipeline::summary_of(&self.sim_log).expect("simulator summary")
+    }
+}
+
+/// `meter-sim keys` for the fleet, as the head-end's `dlms.keys_file`.
+fn write_keys(p: &Pipeline, meters: usize, seed: u64) -> std::path::PathBuf {
+    let keys = p.dir.path().join("keys.csv");
+    let csv = procs::run_bin("meter-sim", &["keys", "--meters", &meters.to_string(), "--seed", &seed.to_string()], &[])
+        .expect("keys");
+    std::fs::write(&keys, csv).expect("keys file");
+    keys
+}
 
 #[test]
 fn dlms_polling_with_faults_stores_the_model_and_backfills_the_gaps() {
-    let port = tests::free_port().expect("port");
-    let mut p = Pipeline::with_inventory("dlms", METERS, SEED, false, &["--protocol", "dlms"], |csv| {
-        csv.replace(":4059,", &format!(":{port},"))
-    })
-    .expect("pipeline");
     let r = rates();
-    let mut sim_cmd = Command::new(procs::bin("meter-sim").expect("meter-sim"));
-    sim_cmd.args([
+    let (refuse, no_answer, drop_rate, corrupt) =
+        (r.refuse.to_string(), r.no_answer.to_string(), r.drop.to_string(), r.corrupt.to_string());
+    let (latency_rate, drift, fault_seed) =
+        (r.latency_rate.to_string(), r.clock_drift.to_string(), FAULT_SEED.to_string());
+    let mut rig = Rig::start(
         "dlms",
-        "--meters",
-        &METERS.to_string(),
-        "--seed",
-        &SEED.to_string(),
-        "--port",
-        &port.to_string(),
-        "--history",
-        "2d",
-        "--refuse",
-        &r.refuse.to_string(),
-        "--no-answer",
-        &r.no_answer.to_string(),
-        "--drop",
-        &r.drop.to_string(),
-        "--corrupt",
-        &r.corrupt.to_string(),
-        "--latency-rate",
-        &r.latency_rate.to_string(),
-        "--latency",
-        "100ms..400ms",
-        "--clock-drift",
-        &r.clock_drift.to_string(),
-        "--fault-seed",
-        &FAULT_SEED.to_string(),
-        "--no-progress",
-    ]);
-    let sim_log = p.dir.path().join("meter-sim-dlms.out");
-    let mut sim = Proc::spawn("meter-sim", sim_cmd, &sim_log).expect("simulator");
-    tests::wait_for_port(([127, 0, 0, 2], port).into(), Duration::from_secs(30)).expect("simulator listening");
-
-    let keys = p.dir.path().join("keys.csv");
-    let csv = procs::run_bin("meter-sim", &["keys", "--meters", &METERS.to_string(), "--seed", &SEED.to_string()], &[])
-        .expect("keys");
-    std::fs::write(&keys, csv).expect("keys file");
-    let cfg = p.dir.path().join("headend.toml");
-    let text = CONFIG.replace("auth = \"low\"", &format!("auth = \"low\"\nkeys_file = {:?}", keys.to_string_lossy()));
-    std::fs::write(&cfg, format!("{text}\n[http]\noperator_token = \"{TOKEN}\"\n")).expect("config");
-    p.spec.env.push(("HEADEND_CONFIG".into(), cfg.to_string_lossy().into()));
+        METERS,
+        SEED,
+        &[
+            "--history",
+            "2d",
+            "--refuse",
+            &refuse,
+            "--no-answer",
+            &no_answer,
+            "--drop",
+            &drop_rate,
+            "--corrupt",
+            &corrupt,
+            "--latency-rate",
+            &latency_rate,
+            "--latency",
+            "100ms..400ms",
+            "--clock-drift",
+            &drift,
+            "--fault-seed",
+            &fault_seed,
+        ],
+    );
     let started = Utc::now();
-    let headend = p.start_headend().expect("head-end");
+    let headend = rig.headend(CONFIG);
+    let p = &rig.p;
 
     let all: BTreeSet<usize> = (0..METERS).collect();
     let mut missing = failed_in(0, &all);
@@ -170,9 +213,7 @@ fn dlms_polling_with_faults_stores_the_model_and_backfills_the_gaps() {
     assert_eq!(status, 401);
 
     // The simulator saw exactly the sessions the head-end ran, and its fault counts match.
-    sim.signal("TERM").expect("SIGTERM");
-    sim.wait(Duration::from_secs(30)).expect("simulator exits");
-    let summary = Pipeline::summary_of(&sim_log).expect("simulator summary");
+    let summary = rig.stop_sim();
     // (+1: the test's own probe of the listening port.)
     assert_eq!(summary["sessions"].as_u64(), Some(sessions as u64 + 1), "{summary}");
     let f = &summary["faults"];
@@ -182,27 +223,11 @@ fn dlms_polling_with_faults_stores_the_model_and_backfills_the_gaps() {
     drop(headend);
 }
 
-/// Waits until the head-end has run `sessions` sessions in all and the last round's result gauges
-/// say `failed` failures.
+/// Waits for the round that brings the head-end to `sessions` sessions in all, and checks that it
+/// had `failed` failures.
 fn wait_round(headend: &procs::Headend, sessions: usize, failed: usize) {
-    let start = Instant::now();
-    loop {
-        let m = headend.metrics().expect("metrics");
-        let done = procs::metric_sum(&m, "headend_poll_sessions_total");
-        let f = procs::metric_labelled(&m, "headend_poll_round_meters", &[("group", "dlms"), ("result", "failed")]);
-        let in_flight = procs::metric(&m, "headend_poll_sessions_in_flight").unwrap_or(1.0);
-        if done as usize >= sessions && in_flight == 0.0 && f.is_some() {
-            assert_eq!(done as usize, sessions, "sessions run (retries are off)");
-            // The gauges are set when the round ends, just after the last session.
-            std::thread::sleep(Duration::from_millis(300));
-            let m = headend.metrics().expect("metrics");
-            let f = procs::metric_labelled(&m, "headend_poll_round_meters", &[("group", "dlms"), ("result", "failed")]);
-            assert_eq!(f, Some(failed as f64), "failed sessions of the round:\n{m}");
-            return;
-        }
-        assert!(start.elapsed() < Duration::from_secs(240), "round not finished: {done} of {sessions} sessions");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let got = crate::pipeline::wait_round(headend, "dlms", sessions);
+    assert_eq!(got, failed, "failed sessions of the round");
 }
 
 fn wait_stored_meters(p: &Pipeline, n: usize) {
@@ -363,10 +388,7 @@ fn dlms_push_ciphered_is_stored_once_and_replays_are_refused() {
     const TO: &str = "2026-11-20T12:00:00Z";
     let mut p =
         Pipeline::with_inventory("dlmspush", N, SEED, false, &["--protocol", "dlms"], |csv| csv).expect("pipeline");
-    let keys = p.dir.path().join("keys.csv");
-    let csv = procs::run_bin("meter-sim", &["keys", "--meters", &N.to_string(), "--seed", &SEED.to_string()], &[])
-        .expect("keys");
-    std::fs::write(&keys, csv).expect("keys file");
+    let keys = write_keys(&p, N, SEED);
     let port = tests::free_port().expect("port");
     let cfg = p.dir.path().join("headend.toml");
     std::fs::write(
@@ -451,58 +473,26 @@ fn dlms_push_ciphered_is_stored_once_and_replays_are_refused() {
 fn dlms_gmac_polling_persists_and_resynchronises_invocation_counters() {
     const N: usize = 100;
     const SEED: u64 = 41;
-    let port = tests::free_port().expect("port");
-    let mut p = Pipeline::with_inventory("dlmsgmac", N, SEED, false, &["--protocol", "dlms"], |csv| {
-        csv.replace(":4059,", &format!(":{port},"))
-    })
-    .expect("pipeline");
     let wrong = FaultRates { seed: 42, wrong_keys: 0.05, ..FaultRates::default() };
     let wrong_keys: BTreeSet<usize> = (0..N).filter(|&i| wrong.wrong_keys(i)).collect();
     assert!(!wrong_keys.is_empty() && wrong_keys.len() < N / 4, "{wrong_keys:?}");
-    let mut sim_cmd = Command::new(procs::bin("meter-sim").expect("meter-sim"));
-    sim_cmd.args([
-        "dlms",
-        "--meters",
-        &N.to_string(),
-        "--seed",
-        &SEED.to_string(),
-        "--port",
-        &port.to_string(),
-        "--history",
-        "2h",
-        "--wrong-keys",
-        "0.05",
-        "--fault-seed",
-        "42",
-        "--no-progress",
-    ]);
-    let _sim = Proc::spawn("meter-sim", sim_cmd, &p.dir.path().join("meter-sim-gmac.out")).expect("simulator");
-    tests::wait_for_port(([127, 0, 0, 2], port).into(), Duration::from_secs(30)).expect("simulator listening");
-    let keys = p.dir.path().join("keys.csv");
-    let csv = procs::run_bin("meter-sim", &["keys", "--meters", &N.to_string(), "--seed", &SEED.to_string()], &[])
-        .expect("keys");
-    std::fs::write(&keys, csv).expect("keys file");
-    let cfg = p.dir.path().join("headend.toml");
-    let text = CONFIG.replace(
-        "client = 1\nauth = \"low\"",
-        &format!("client = 1\nauth = \"gmac\"\nkeys_file = {:?}", keys.to_string_lossy()),
-    );
-    assert!(text.contains("gmac"));
-    std::fs::write(&cfg, text).expect("config");
-    p.spec.env.push(("HEADEND_CONFIG".into(), cfg.to_string_lossy().into()));
+    let mut rig = Rig::start("dlmsgmac", N, SEED, &["--history", "2h", "--wrong-keys", "0.05", "--fault-seed", "42"]);
+    let config = CONFIG.replace("auth = \"low\"", "auth = \"gmac\"");
 
     let counters =
         |p: &Pipeline| p.query_i64("SELECT count(*)::bigint FROM dlms_invocation_counters").expect("counters");
     for run in 0..3 {
         if run == 2 {
             // The counter store is lost (restored from an old backup, say): the meters remember more.
+            let p = &rig.p;
             p.rt.block_on(async {
                 let c = p.db.client().await.expect("db");
                 c.execute("DELETE FROM dlms_invocation_counters", &[]).await.expect("delete");
             });
         }
         let started = Utc::now();
-        let mut headend = p.start_headend().expect("head-end");
+        let mut headend = rig.headend(&config);
+        let p = &rig.p;
         wait_round(&headend, N, wrong_keys.len());
         let m = headend.metrics().expect("metrics");
         let auth_failed = procs::metric_labelled(
@@ -534,7 +524,7 @@ fn dlms_gmac_polling_persists_and_resynchronises_invocation_counters() {
         headend.proc.signal("TERM").expect("SIGTERM");
         headend.proc.wait(Duration::from_secs(30)).expect("head-end stops");
     }
-    let meters_with_data = p.query_i64("SELECT count(DISTINCT meter_id)::bigint FROM readings").expect("count");
+    let meters_with_data = rig.p.query_i64("SELECT count(DISTINCT meter_id)::bigint FROM readings").expect("count");
     assert_eq!(meters_with_data as usize, N - wrong_keys.len());
 }
 
@@ -555,30 +545,12 @@ fn wait_status(p: &Pipeline, n: usize, run: usize, since: DateTime<Utc>) {
 fn dlms_polling_over_hdlc_reads_every_meter() {
     const N: usize = 100;
     const SEED: u64 = 51;
-    let port = tests::free_port().expect("port");
-    let mut p = Pipeline::with_inventory("dlmshdlc", N, SEED, false, &["--protocol", "dlms"], |csv| {
-        csv.replace(":4059,", &format!(":{port},"))
-    })
-    .expect("pipeline");
-    let mut sim_cmd = Command::new(procs::bin("meter-sim").expect("meter-sim"));
-    sim_cmd.args(["dlms", "--meters", "100", "--seed", "51", "--port", &port.to_string(), "--hdlc", "--history", "2h"]);
-    sim_cmd.arg("--no-progress");
-    let _sim = Proc::spawn("meter-sim", sim_cmd, &p.dir.path().join("meter-sim-hdlc.out")).expect("simulator");
-    tests::wait_for_port(([127, 0, 0, 2], port).into(), Duration::from_secs(30)).expect("simulator listening");
-    let keys = p.dir.path().join("keys.csv");
-    let csv = procs::run_bin("meter-sim", &["keys", "--meters", "100", "--seed", "51"], &[]).expect("keys");
-    std::fs::write(&keys, csv).expect("keys file");
-    let cfg = p.dir.path().join("headend.toml");
-    let text = CONFIG.replace(
-        "client = 1\nauth = \"low\"",
-        &format!("client = 1\nauth = \"low\"\ntransport = \"hdlc\"\nkeys_file = {:?}", keys.to_string_lossy()),
-    );
-    std::fs::write(&cfg, text).expect("config");
-    p.spec.env.push(("HEADEND_CONFIG".into(), cfg.to_string_lossy().into()));
+    let mut rig = Rig::start("dlmshdlc", N, SEED, &["--hdlc", "--history", "2h"]);
     let started = Utc::now();
-    let headend = p.start_headend().expect("head-end");
+    let headend = rig.headend(&CONFIG.replace("auth = \"low\"", "auth = \"low\"\ntransport = \"hdlc\""));
+    let (p, port, keys) = (&rig.p, rig.port, &rig.keys);
     wait_round(&headend, N, 0);
-    wait_stored_meters(&p, N);
+    wait_stored_meters(p, N);
     let model = meter_sim::Model::with_meters(SEED, N);
     let rows: Vec<(String, i16, DateTime<Utc>, i64)> = p.rt.block_on(async {
         let c = p.db.client().await.expect("db");
@@ -601,7 +573,7 @@ fn dlms_polling_over_hdlc_reads_every_meter() {
     assert!(profile_rows >= N * 7 * 2, "{profile_rows} profile rows");
 
     // The engineers' tool reads the same meter over HDLC and prints scaled values with units.
-    let keys_text = std::fs::read_to_string(&keys).expect("keys");
+    let keys_text = std::fs::read_to_string(keys).expect("keys");
     let line = keys_text.lines().find(|l| l.starts_with("SIM00000001,")).expect("meter 1 keys");
     let password =
         String::from_utf8(hex::decode(line.rsplit(',').next().expect("password")).expect("hex")).expect("text");
@@ -648,33 +620,15 @@ fn dlms_polling_over_hdlc_reads_every_meter() {
 fn dlms_clock_sync_and_remote_disconnect_are_carried_out_and_audited() {
     const N: usize = 60;
     const SEED: u64 = 61;
-    let port = tests::free_port().expect("port");
-    let mut p = Pipeline::with_inventory("dlmscmd", N, SEED, false, &["--protocol", "dlms"], |csv| {
-        csv.replace(":4059,", &format!(":{port},"))
-    })
-    .expect("pipeline");
     let drift = FaultRates { seed: 62, clock_drift: 0.2, ..FaultRates::default() };
     let drifting: BTreeSet<usize> = (0..N).filter(|&i| drift.drift_secs(i) != 0).collect();
     assert!(!drifting.is_empty());
-    let mut sim_cmd = Command::new(procs::bin("meter-sim").expect("meter-sim"));
-    sim_cmd.args(["dlms", "--meters", "60", "--seed", "61", "--port", &port.to_string(), "--history", "1h"]);
-    sim_cmd.args(["--clock-drift", "0.2", "--fault-seed", "62", "--no-progress"]);
-    let sim_log = p.dir.path().join("meter-sim-cmd.out");
-    let mut sim = Proc::spawn("meter-sim", sim_cmd, &sim_log).expect("simulator");
-    tests::wait_for_port(([127, 0, 0, 2], port).into(), Duration::from_secs(30)).expect("simulator listening");
-    let keys = p.dir.path().join("keys.csv");
-    let csv = procs::run_bin("meter-sim", &["keys", "--meters", "60", "--seed", "61"], &[]).expect("keys");
-    std::fs::write(&keys, csv).expect("keys file");
-    let cfg = p.dir.path().join("headend.toml");
-    let text = CONFIG
-        .replace(
-            "clock_threshold = \"30s\"",
-            "clock_threshold = \"30s\"\nclock_sync = true\nclock_sync_max_step = \"20m\"",
-        )
-        .replace("auth = \"low\"", &format!("auth = \"low\"\nkeys_file = {:?}", keys.to_string_lossy()));
-    std::fs::write(&cfg, format!("{text}\n[http]\noperator_token = \"{TOKEN}\"\n")).expect("config");
-    p.spec.env.push(("HEADEND_CONFIG".into(), cfg.to_string_lossy().into()));
-    let headend = p.start_headend().expect("head-end");
+    let mut rig = Rig::start("dlmscmd", N, SEED, &["--history", "1h", "--clock-drift", "0.2", "--fault-seed", "62"]);
+    let headend = rig.headend(&CONFIG.replace(
+        "clock_threshold = \"30s\"",
+        "clock_threshold = \"30s\"\nclock_sync = true\nclock_sync_max_step = \"20m\"",
+    ));
+    let p = &rig.p;
     wait_round(&headend, N, 0);
     let m = headend.metrics().expect("metrics");
     assert_eq!(procs::metric(&m, "headend_clock_synced_total"), Some(drifting.len() as f64), "{m}");
@@ -717,8 +671,6 @@ fn dlms_clock_sync_and_remote_disconnect_are_carried_out_and_audited() {
             ("reconnect".to_string(), "operator 7, ticket 42".to_string(), Some("done".to_string())),
         ]
     );
-    sim.signal("TERM").expect("SIGTERM");
-    sim.wait(Duration::from_secs(30)).expect("simulator exits");
-    let summary = Pipeline::summary_of(&sim_log).expect("summary");
+    let summary = rig.stop_sim();
     assert_eq!(summary["clock_sets"].as_u64(), Some(drifting.len() as u64), "{summary}");
 }

@@ -131,7 +131,7 @@ fn modbus_meters_polled_with_faults_store_the_model_and_fill_up() {
             assert_eq!(status, 202, "{body}");
         }
         sessions += polled;
-        let failed = wait_round(&headend, sessions);
+        let failed = crate::pipeline::wait_round(&headend, "modbus", sessions);
         let with_data = wait_meters(&p, METERS - failed);
         assert_eq!(with_data, METERS - failed);
         check_values(&p, &model, &maps);
@@ -162,26 +162,6 @@ fn modbus_meters_polled_with_faults_store_the_model_and_fill_up() {
         &[("protocol", "modbus"), ("outcome", "gateway_target_failed")],
     );
     assert!(n.unwrap_or(0.0) > 0.0, "failures counted by reason:\n{m}");
-}
-
-/// Waits for `sessions` sessions in all; returns the last round's failures.
-fn wait_round(headend: &procs::Headend, sessions: usize) -> usize {
-    let start = Instant::now();
-    loop {
-        let m = headend.metrics().expect("metrics");
-        let done = procs::metric_sum(&m, "headend_poll_sessions_total") as usize;
-        let in_flight = procs::metric(&m, "headend_poll_sessions_in_flight").unwrap_or(1.0);
-        if done >= sessions && in_flight == 0.0 {
-            assert_eq!(done, sessions, "sessions run (retries between sessions are off)");
-            std::thread::sleep(Duration::from_millis(300));
-            let m = headend.metrics().expect("metrics");
-            let f =
-                procs::metric_labelled(&m, "headend_poll_round_meters", &[("group", "modbus"), ("result", "failed")]);
-            return f.expect("round gauge") as usize;
-        }
-        assert!(start.elapsed() < Duration::from_secs(120), "{done} of {sessions} sessions");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn wait_meters(p: &Pipeline, n: usize) -> usize {

@@ -216,3 +216,25 @@ impl Drop for Pipeline {
         }
     }
 }
+
+/// Waits for the polling round that brings the head-end to `sessions` sessions in all (retries
+/// between sessions off) and returns how many sessions of that round failed (`group`'s gauge).
+pub fn wait_round(headend: &Headend, group: &str, sessions: usize) -> usize {
+    let start = Instant::now();
+    let failed =
+        |m: &str| procs::metric_labelled(m, "headend_poll_round_meters", &[("group", group), ("result", "failed")]);
+    loop {
+        let m = headend.metrics().expect("metrics");
+        let done = procs::metric_sum(&m, "headend_poll_sessions_total") as usize;
+        let in_flight = procs::metric(&m, "headend_poll_sessions_in_flight").unwrap_or(1.0);
+        if done >= sessions && in_flight == 0.0 && failed(&m).is_some() {
+            assert_eq!(done, sessions, "sessions run (retries are off)");
+            // The gauges are set when the round ends, just after the last session.
+            std::thread::sleep(Duration::from_millis(300));
+            let m = headend.metrics().expect("metrics");
+            return failed(&m).expect("round gauge") as usize;
+        }
+        assert!(start.elapsed() < Duration::from_secs(240), "round not finished: {done} of {sessions} sessions");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
