@@ -68,7 +68,7 @@ impl DlmsPoller {
         }
     }
 
-    async fn options(&self, target: &Target) -> Result<ClientOptions, PollError> {
+    async fn options(&self, target: &Target, known: Option<&Capabilities>) -> Result<ClientOptions, PollError> {
         let transport = match self.cfg.transport {
             DlmsTransport::Wrapper => {
                 TransportOptions::Wrapper { client_sap: self.cfg.client, server_sap: self.cfg.server_logical }
@@ -83,7 +83,9 @@ impl DlmsPoller {
         o.max_receive_pdu = self.cfg.max_pdu;
         o.connect_timeout = self.cfg.connect_timeout;
         o.timeout = self.cfg.step_timeout;
-        o.max_list_len = self.cfg.max_list.max(1);
+        // A meter's probed list size (1 when it lacks multiple-references) wins over the default.
+        let probed = known.and_then(|c| c.max_list).and_then(|n| usize::try_from(n).ok());
+        o.max_list_len = probed.unwrap_or(self.cfg.max_list).clamp(1, self.cfg.max_list.max(1));
         o.authentication = match self.cfg.auth {
             DlmsAuth::None => Authentication::None,
             DlmsAuth::Low => Authentication::Low { password: self.meter_keys(target)?.password.clone() },
@@ -125,9 +127,13 @@ impl DlmsPoller {
 
     /// Opens and associates a session. With HLS-GMAC, a meter that refuses our invocation counter
     /// gets its counter read with the public client, and the association is tried once more above it.
-    async fn open(&self, target: &Target) -> Result<(Session, dlms::Negotiated), PollError> {
+    async fn open(
+        &self,
+        target: &Target,
+        known: Option<&Capabilities>,
+    ) -> Result<(Session, dlms::Negotiated), PollError> {
         let addr = self.socket(&target.address);
-        let mut opts = self.options(target).await?;
+        let mut opts = self.options(target, known).await?;
         let mut resynced = false;
         loop {
             let mut s = Session::connect_tcp(addr.as_str(), &opts).await.map_err(map_err)?;
@@ -156,7 +162,7 @@ impl DlmsPoller {
         tasks: &Tasks,
         known: Option<&Capabilities>,
     ) -> Result<Collected, PollError> {
-        let (mut s, negotiated) = self.open(target).await?;
+        let (mut s, negotiated) = self.open(target, known).await?;
         let out = self.work(&mut s, &negotiated, tasks, known).await;
         // Release even after a failed step; its own failure does not spoil what was read.
         let _ = s.release().await;
@@ -523,7 +529,7 @@ impl Poller for DlmsPoller {
 impl Commander for DlmsPoller {
     fn execute<'a>(&'a self, target: &'a Target, command: MeterCommand) -> BoxFuture<'a, Result<String, PollError>> {
         Box::pin(async move {
-            let (mut s, _) = self.open(target).await?;
+            let (mut s, _) = self.open(target, None).await?;
             let method = match command {
                 MeterCommand::Disconnect => 1,
                 MeterCommand::Reconnect => 2,
