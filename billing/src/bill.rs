@@ -16,12 +16,14 @@
 //! 6. **VAT** = rate × (everything above, excise included).
 //! 7. **TV fee** = months × fee, outside excise and VAT, unless the household is exempt.
 //!
-//! **Rounding** ([`crate::money`]): every line is rounded to the para and the total is the sum of the rounded
-//! lines, so the bill adds up. Excise and VAT are computed on the sum of the rounded lines above them. The
-//! energy lines are the exception that keeps the bill monotonic: the energy subtotal is the exact energy
-//! amount rounded once, and the energy lines are apportioned to it by largest remainder (each is within one
-//! para of its exact value). With rising zone prices this makes the total never decrease when VT or NT kWh
-//! increase (property-tested).
+//! **Rounding** ([`crate::money`], the convention that reproduces BILLING.md's worked example line by line
+//! *and* its total): the whole chain is computed **unrounded** — the discount on the exact base, the fees,
+//! excise on the exact excise base, VAT on the exact VAT base — and the **total is that exact chain rounded
+//! once** to the para. Each printed line is its exact amount rounded to the para (the energy lines are
+//! apportioned by largest remainder to the energy subtotal rounded once, each within one para of its exact
+//! value). When the printed lines do not add up to the total, a final **rounding line** (`LineKind::Rounding`,
+//! ± a few para, exact amount 0) makes the invoice add up: printed lines + rounding = total. The exact total
+//! rises with consumption (rising zone prices), so the rounded total never decreases (property-tested).
 //!
 //! **Tariff change inside a period** (*rule*): the period is split at the change into segments; the VT and NT
 //! kWh are split pro rata by days (each segment but the last gets `round_wh(kWh × days / period days)`, the
@@ -246,6 +248,9 @@ pub enum LineKind {
     Excise,
     Vat,
     TvFee,
+    /// The difference between the total (the exact chain rounded once) and the sum of the printed lines, so that
+    /// the invoice adds up; only present when non-zero, always the last line of the bill.
+    Rounding,
 }
 
 /// Unit of a line's quantity.
@@ -260,7 +265,7 @@ pub enum Unit {
 }
 
 /// One line of a bill: `exact = quantity × unit_price`; `amount` is `exact` rounded to the para (energy lines:
-/// apportioned, within one para).
+/// apportioned, within one para). The rounding line has `exact = 0` and `amount = quantity` (unit price 1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
     pub kind: LineKind,
@@ -281,15 +286,15 @@ pub struct SegmentBill {
     /// Zone limits scaled to the segment's days (kWh, Wh-rounded); the last zone has none.
     pub zone_limits: Vec<(String, Option<Decimal>)>,
     pub lines: Vec<Line>,
-    /// Σ energy lines.
+    /// Σ energy lines = the exact energy amount rounded once (the printed energy subtotal).
     pub energy: Decimal,
-    /// Energy + power + supplier (the discount base).
+    /// Energy + power + supplier (the discount base), exact.
     pub base: Decimal,
-    /// Base − discount + fees.
+    /// Base − discount + fees, exact.
     pub excise_base: Decimal,
-    /// Excise base + excise.
+    /// Excise base + excise, exact.
     pub vat_base: Decimal,
-    /// VAT base + VAT + TV fee = Σ lines.
+    /// VAT base + VAT + TV fee = Σ exact line amounts of the segment (unrounded).
     pub total: Decimal,
 }
 
@@ -303,7 +308,8 @@ pub struct Bill {
     /// Estimated kWh / total kWh (0 when nothing was consumed).
     pub estimated_share: Decimal,
     pub segments: Vec<SegmentBill>,
-    /// Σ segment totals, in RSD.
+    /// The exact chain (Σ exact segment totals) rounded once to the para, in RSD; equal to Σ printed line amounts
+    /// (the rounding line included).
     pub total: Decimal,
 }
 
@@ -318,9 +324,14 @@ impl Bill {
         self.lines().filter(|l| f(&l.kind)).map(|l| l.amount).sum()
     }
 
-    /// Σ exact (unrounded) amounts of all lines, for diagnosis only: the bill total is the sum of rounded lines.
+    /// Σ exact (unrounded) amounts of all lines; the bill total is this rounded once.
     pub fn exact_total(&self) -> Decimal {
         self.lines().map(|l| l.exact).sum()
+    }
+
+    /// The rounding line's amount (0 when the printed lines add up to the total by themselves).
+    pub fn rounding(&self) -> Decimal {
+        self.sum(|k| *k == LineKind::Rounding)
     }
 
     /// Whether the estimated share is above `threshold` (a fraction).
@@ -372,7 +383,22 @@ pub fn compute_bill(input: &BillInput, tariffs: &TariffSet) -> Result<Bill, Bill
         };
         out.push(bill_segment(tariff, *seg, part, input));
     }
-    let total = out.iter().map(|s| s.total).sum();
+    // The total: the exact chain rounded once; a rounding line makes the printed lines add up to it.
+    let total = round_para(out.iter().map(|s| s.total).sum());
+    let printed: Decimal = out.iter().flat_map(|s| s.lines.iter()).map(|l| l.amount).sum();
+    let diff = total - printed;
+    if !diff.is_zero() {
+        if let Some(last) = out.last_mut() {
+            last.lines.push(Line {
+                kind: LineKind::Rounding,
+                quantity: diff,
+                unit: Unit::Rsd,
+                unit_price: Decimal::ONE,
+                exact: Decimal::ZERO,
+                amount: diff,
+            });
+        }
+    }
     let mut night_windows: Vec<NightWindow> = Vec::new();
     for (t, _) in &segments {
         let w = t.night_window(input.region);
@@ -459,15 +485,16 @@ fn bill_segment(t: &Tariff, period: Period, consumption: Consumption, input: &Bi
     // 2. Fixed charges.
     let power = line(LineKind::PowerCharge, input.approved_power_kw * months, Unit::KwMonth, t.power_per_kw_month);
     let supplier = line(LineKind::SupplierCharge, months, Unit::Month, t.supplier_per_month);
-    let base = energy + power.amount + supplier.amount;
+    let energy_exact: Decimal = lines.iter().map(|l| l.exact).sum();
+    let base = energy_exact + power.exact + supplier.exact;
     lines.push(power);
     lines.push(supplier);
 
-    // 3. Discount on the base.
+    // 3. Discount on the (exact) base.
     let mut excise_base = base;
     if let Some(d) = input.discount {
         let l = line(LineKind::PaymentDiscount(d), base, Unit::Rsd, -d.rate(t));
-        excise_base += l.amount;
+        excise_base += l.exact;
         lines.push(l);
     }
 
@@ -477,22 +504,22 @@ fn bill_segment(t: &Tariff, period: Period, consumption: Consumption, input: &Bi
         [(LineKind::RenewableFee, t.renewable_fee_per_kwh), (LineKind::EfficiencyFee, t.efficiency_fee_per_kwh)]
     {
         let l = line(kind, kwh, Unit::Kwh, fee);
-        excise_base += l.amount;
+        excise_base += l.exact;
         lines.push(l);
     }
 
-    // 5. Excise, 6. VAT.
+    // 5. Excise, 6. VAT, on the exact sums above them.
     let excise = line(LineKind::Excise, excise_base, Unit::Rsd, t.excise_rate);
-    let vat_base = excise_base + excise.amount;
+    let vat_base = excise_base + excise.exact;
     lines.push(excise);
     let vat = line(LineKind::Vat, vat_base, Unit::Rsd, t.vat_rate);
-    let mut total = vat_base + vat.amount;
+    let mut total = vat_base + vat.exact;
     lines.push(vat);
 
     // 7. TV fee.
     if !input.exemptions.tv_fee {
         let tv = line(LineKind::TvFee, months, Unit::Month, t.tv_fee_per_month);
-        total += tv.amount;
+        total += tv.exact;
         lines.push(tv);
     }
 

@@ -124,6 +124,7 @@ fn line_label(l: &LineOut) -> (String, String) {
         "excise" => ("Akciza".into(), "Excise".into()),
         "vat" => ("PDV".into(), "VAT".into()),
         "tv_fee" => ("Taksa za javni medijski servis".into(), "Public broadcasting (TV) fee".into()),
+        "rounding" => ("Zaokruživanje".into(), "Rounding (total rounded once)".into()),
         other => (escape(other), String::new()),
     }
 }

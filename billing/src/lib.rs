@@ -8,10 +8,11 @@
 //! | [`allocation`] | building reconciliation (master − Σ apartments = common + losses, negative → exception) and split keys with exact allocation in Wh and para |
 //! | [`old_split`] | the 1/N bill (master ÷ N billed like the household) and the difference in RSD and % |
 //! | [`money`] | the rounding rule, in one place |
-//! | [`run`] | a month's run for buildings from the register readings at the period boundaries (Europe/Belgrade month, boundary estimation, reconciliation, common-area split, 1/N) — pure |
-//! | [`db`] | reading the head-end's schema, storing runs/bills/lines/problems (migration 0004), versions |
+//! | [`run`] | a month's run for buildings from the register readings at the period boundaries (Europe/Belgrade month, VEE at the boundaries, meter exchange, reconciliation, common-area split, 1/N) — pure |
+//! | [`db`] | reading the head-end's schema, storing runs/bills/lines/problems by COPY (migration 0004), versions, exports written while storing |
 //! | [`export`] | `bills.csv`, `bills.json`, `buildings.json`, `invoices/<household>.html`, `buildings/<code>.html` |
 //! | [`html`] | the printable invoice and building report (hand-written, escaped HTML; inline CSS and SVG) |
+//! | [`vee`] | validation, estimation, editing of cumulative registers: gaps, decreasing registers, spikes, zero runs; interpolation and like-day estimates with quality flags |
 //! | [`show`] | `billing show`: a stored run as text, JSON or HTML |
 //!
 //! `billing run --period YYYY-MM [--building CODE] [--out DIR] [--split equal|area|residents] [--tariff FILE]`
@@ -22,18 +23,20 @@
 //!
 //! # Rounding (stated once, implemented in [`money`])
 //!
-//! Money is `rust_decimal::Decimal`. Every bill line is rounded to the para (0.01 RSD) half away from zero, and
-//! the bill total is the sum of the rounded lines; excise and VAT are computed on the sums of rounded lines
-//! above them. Energy lines: the energy subtotal is the exact energy amount rounded once and the energy lines
-//! are apportioned to it by largest remainder (keeps the total monotonic in consumption). Energy is whole Wh;
-//! derived kWh (scaled zone limits, VT/NT per zone, a split between tariffs) are rounded to the Wh.
-//! Allocations use largest remainder on Wh and para so that they add up exactly.
+//! Money is `rust_decimal::Decimal`, rounded half away from zero to the para (0.01 RSD). **The chain is
+//! computed unrounded and the total is rounded once**; every printed line is its exact amount rounded to the
+//! para; a final `rounding` line (± para) makes the printed lines add up to the total. Excise and VAT are on
+//! the exact sums above them. Energy lines: the energy subtotal is the exact energy amount rounded once and the
+//! energy lines are apportioned to it by largest remainder. Energy is whole Wh; derived kWh (scaled zone
+//! limits, VT/NT per zone, a split between tariffs) are rounded to the Wh. Allocations use largest remainder on
+//! Wh and para so that they add up exactly.
 //!
-//! **The worked example of BILLING.md**: every line matches to the para (energy 2,235.16, power 672.28,
-//! supplier 160.67, renewables 240.30, efficiency 4.50, excise 248.47, VAT 712.28, TV 349.00), but those lines
-//! add up to **4,622.66**, not the 4,622.65 stated there: BILLING.md rounded each line for display and the
-//! total once from the unrounded chain (4,622.6526). This crate bills the sum of its printed lines (4,622.66);
-//! see the test `worked_example_of_billing_md`.
+//! **Why**: it is the only convention that reproduces every figure of BILLING.md's worked example — energy
+//! 2,235.16, power 672.28, supplier 160.67, renewables 240.30, efficiency 4.50, excise 248.47, VAT 712.28, TV
+//! 349.00 **and** total 4,622.65 (the exact chain 4,622.6526 rounded once), while those printed lines add up
+//! to 4,622.66: the invoice therefore carries a rounding line of −0.01. Rounding every line and summing them
+//! (this crate's earlier rule) gives 4,622.66, which contradicts the stated total. See the tests
+//! `worked_example_of_billing_md` and `worked_example_every_printed_figure`.
 //!
 //! # Inferred rules (not stated by a source; keep them configurable or confirm them)
 //!
@@ -59,6 +62,7 @@ pub mod old_split;
 pub mod run;
 pub mod show;
 pub mod tariff;
+pub mod vee;
 
 pub use bill::{compute_bill, Bill, BillError, BillInput, Consumption, Period};
 pub use tariff::{Tariff, TariffError, TariffSet};

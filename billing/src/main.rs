@@ -34,6 +34,12 @@ enum Command {
         /// fraction.
         #[arg(long, default_value = "0")]
         estimated_threshold: rust_decimal::Decimal,
+        /// VEE: longest gap around a boundary estimated by linear interpolation, in minutes (longer: like day).
+        #[arg(long, default_value_t = 180)]
+        max_interpolation_minutes: i64,
+        /// VEE: how many previous weeks a like day (same weekday, same local time) may come from.
+        #[arg(long, default_value_t = 4)]
+        like_day_weeks: u32,
         /// Tariff file; default the shipped EPS household tariff.
         #[arg(long)]
         tariff: Option<PathBuf>,
@@ -117,11 +123,26 @@ fn main() -> anyhow::Result<()> {
             println!("{}", load_tariff(file)?);
             Ok(())
         }
-        Command::Run { period, building, out, split, estimated_threshold, tariff, database_url } => {
+        Command::Run {
+            period,
+            building,
+            out,
+            split,
+            estimated_threshold,
+            max_interpolation_minutes,
+            like_day_weeks,
+            tariff,
+            database_url,
+        } => {
+            let vee = billing::vee::VeeConfig {
+                max_interpolation_gap: chrono::Duration::minutes(max_interpolation_minutes.clamp(0, 24 * 60)),
+                like_day_weeks: like_day_weeks.min(52),
+                ..Default::default()
+            };
             let opts = billing::db::RunOptions {
                 month: billing::run::BillingMonth::parse(&period)?,
                 building,
-                rules: billing::run::Rules { split: billing::run::parse_split_key(&split)?, estimated_threshold },
+                rules: billing::run::Rules { split: billing::run::parse_split_key(&split)?, estimated_threshold, vee },
             };
             let tariffs = billing::TariffSet::single(load_tariff(tariff)?);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -133,21 +154,15 @@ fn main() -> anyhow::Result<()> {
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });
-                let outcome = billing::db::run(&mut client, &opts, &tariffs).await?;
-                let exported = Instant::now();
-                if let Some(dir) = &out {
-                    billing::export::write_exports(dir, &outcome)?;
-                    let codes: Vec<&str> = outcome.buildings.iter().map(|b| b.summary.building_code.as_str()).collect();
-                    let addresses = billing::db::load_addresses(&client, &codes).await?;
-                    billing::export::write_html(dir, &outcome.meta, &outcome.buildings, &addresses)?;
-                }
-                let exported = exported.elapsed();
+                let outcome = billing::db::run_with_exports(&mut client, &opts, &tariffs, out.as_deref()).await?;
+                let exported = outcome.timings.export.unwrap_or_default();
                 let bills: usize = outcome.buildings.iter().map(|b| b.bills.len()).sum();
                 let problems: usize = outcome.buildings.iter().map(|b| b.problems.len()).sum();
                 let estimated: usize = outcome.buildings.iter().map(|b| b.summary.estimated_bills).sum();
                 println!(
                     "run {} (period {} version {}): {} buildings, {bills} bills ({estimated} estimated), \
-                     {problems} data-quality problems, {:.2} s (read {:.2} s, compute {:.2} s, store {:.2} s, export {:.2} s)",
+                     {problems} data-quality problems, {:.2} s (read {:.2} s, compute {:.2} s, store {:.2} s, \
+                     export {:.2} s at the same time as the store)",
                     outcome.meta.run_id,
                     outcome.meta.period,
                     outcome.meta.version,

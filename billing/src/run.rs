@@ -14,19 +14,31 @@
 //! channel 3) of each household meter, and 1.0.1.8.0 (channel 1) of the master meter. That is 2 readings per
 //! meter and register — two index look-ups instead of ~2,900 intervals — so **billing needs no raw-interval
 //! scan and no ingest-time daily VT/NT rollup** (the rollup proposed in issue 4 for billing's speed is not
-//! needed for monthly bills; it stays useful for interval-level VEE, which is not done here). The meter
+//! needed for monthly bills; interval-level VEE is [`crate::vee::vee_series`], not run over every meter). The meter
 //! assigns energy to VT/NT itself, so the tariff's night windows are the meter's, not recomputed here.
 //!
-//! # Boundary estimation (the only VEE done here)
+//! # VEE at the boundaries ([`crate::vee`])
 //!
-//! When no reading exists at exactly a boundary instant, the nearest stored reading within
-//! [`MAX_BOUNDARY_DISTANCE`] (24 h) before or after it is used as is (no extrapolation). The bill is then
-//! **estimated**: its `estimated_share` is the share of the period not covered by actual readings,
-//! `(max over VT/NT of |start reading − start| + max over VT/NT of |end reading − end|) / period length`
-//! (capped at 1, 6 decimals), and `estimated_kwh = round_wh(total kWh × share)` is passed to
-//! [`compute_bill`]. A bill is marked estimated when its share is above [`Rules::estimated_threshold`]
-//! (`--estimated-threshold`, default 0: any estimate marks it). With no reading within 24 h, or a
-//! register that decreased, the household gets **no bill** and a [`Problem`] is listed.
+//! When no reading exists at exactly a boundary instant, the register there is **estimated** from the nearest
+//! actual readings before and after it within [`MAX_BOUNDARY_DISTANCE`] (24 h): linear interpolation when they
+//! are at most [`VeeConfig::max_interpolation_gap`] (3 h) apart, else the like-day profile (same weekday and
+//! local time, 1–4 weeks earlier) shapes the known energy between them, or extrapolates from one side. With
+//! neither (no like-day history), the nearest reading is used as is. The **estimated kWh** of a bill are the
+//! Wh that depend on an estimate (e.g. from the last actual reading to the estimated end register); its
+//! `estimated_share` = estimated / total kWh (6 decimals) and the bill is marked estimated above
+//! [`Rules::estimated_threshold`] (default 0: any estimate marks it). Each estimate is listed as an
+//! `estimated_reading` problem (method, readings used, estimated Wh). No reading within 24 h, or a register
+//! that decreased: **no bill**, a [`Problem`] instead. Also checked: ΔVT + ΔNT against Δ1.0.1.8.0 when all are
+//! actual (`sum_mismatch`, the bill stands) and consumption above approved kW × period hours (`spike_power`,
+//! the bill is held).
+//!
+//! # Meter exchange
+//!
+//! A household whose meter was removed inside the month (`meters.removed_on`) and replaced (`installed_on`
+//! on or after that day) is billed the sum of both deltas: old meter from the period start to its last reading
+//! before local midnight after the removal day; new meter from its reading at local midnight of the
+//! installation day (0 when none is stored: a new register) to the period end. Meters in service at the same
+//! time otherwise are a `several_meters` problem.
 //!
 //! # The building
 //!
@@ -57,9 +69,10 @@ use serde::Serialize;
 use crate::allocation::{allocate_wh, Member, Reconciliation, SplitKey};
 use crate::bill::{compute_bill, Bill, BillInput, LineKind, Period, Unit};
 use crate::interval::TimeOfUse;
-use crate::money::{round_para, round_wh, wh_to_kwh};
+use crate::money::{round_para, wh_to_kwh};
 use crate::old_split::{compare, one_over_n_bill};
 use crate::tariff::TariffSet;
+use crate::vee::{Quality, VeeConfig};
 use crate::Consumption;
 
 /// Channel id of 1.0.1.8.0 (active energy import, total), Wh.
@@ -97,6 +110,8 @@ pub enum RunError {
     Stored(String),
     #[error("database: {0}")]
     Db(#[from] tokio_postgres::Error),
+    #[error("export: {0}")]
+    Export(String),
 }
 
 /// A calendar month in Europe/Belgrade time and its UTC boundaries.
@@ -152,11 +167,13 @@ pub struct Rules {
     pub split: SplitKey,
     /// A bill is marked estimated when its estimated share is above this fraction (0 = any estimate).
     pub estimated_threshold: Decimal,
+    /// VEE rules (interpolation limit, like-day weeks, spike and sum-check limits).
+    pub vee: VeeConfig,
 }
 
 impl Default for Rules {
     fn default() -> Rules {
-        Rules { split: SplitKey::FloorArea, estimated_threshold: Decimal::ZERO }
+        Rules { split: SplitKey::FloorArea, estimated_threshold: Decimal::ZERO, vee: VeeConfig::default() }
     }
 }
 
@@ -187,18 +204,56 @@ pub struct Read {
     pub wh: i64,
 }
 
-/// The readings of one meter at (or nearest to) the period start and end, per channel id.
+/// The readings of one meter at (or nearest to) the start and end of its window in the period (the period, or
+/// the part of it between the meter's installation and removal), per channel id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MeterReads {
+    /// At the start instant, or the nearest within 24 h.
     pub start: BTreeMap<i16, Read>,
+    /// At the end instant, or the nearest within 24 h; for a meter removed inside the period, its last reading.
     pub end: BTreeMap<i16, Read>,
+    /// When no reading is at the start instant: the nearest actual readings `[before, after]` within 24 h.
+    pub around_start: BTreeMap<i16, [Option<Read>; 2]>,
+    /// When no reading is at the end instant: the nearest actual readings `[before, after]` within 24 h.
+    pub around_end: BTreeMap<i16, [Option<Read>; 2]>,
+    /// Actual readings of earlier weeks for like-day estimates, per channel: instant → Wh.
+    pub history: BTreeMap<i16, BTreeMap<DateTime<Utc>, i64>>,
 }
 
 /// A meter of the inventory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MeterIn {
     pub id: i32,
     pub serial: String,
+    /// Installation day (`meters.installed_on`); `None` = before the period.
+    pub installed_on: Option<NaiveDate>,
+    /// Removal day, inclusive (`meters.removed_on`); `None` = still in service.
+    pub removed_on: Option<NaiveDate>,
+}
+
+/// The part of a billing month a meter was in service: `[start, end]` as UTC instants, and whether it was
+/// installed / removed inside the month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeterWindow {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub installed_inside: bool,
+    pub removed_inside: bool,
+}
+
+impl MeterIn {
+    /// The meter's window in `month`: from local midnight of its installation day (if inside the month) to local
+    /// midnight after its removal day (if inside the month).
+    pub fn window(&self, month: &BillingMonth) -> MeterWindow {
+        let inst = self.installed_on.and_then(local_midnight).filter(|t| *t > month.start);
+        let rem = self.removed_on.and_then(|d| d.succ_opt()).and_then(local_midnight).filter(|t| *t < month.end);
+        MeterWindow {
+            start: inst.unwrap_or(month.start),
+            end: rem.unwrap_or(month.end),
+            installed_inside: inst.is_some(),
+            removed_inside: rem.is_some(),
+        }
+    }
 }
 
 /// A household of the inventory.
@@ -235,7 +290,9 @@ pub struct Problem {
     pub meter_id: Option<i32>,
     /// `missing_boundary_reading`, `register_decreased`, `no_meter`, `several_meters`, `unknown_tariff`,
     /// `bill_error`, `no_master`, `several_masters`, `not_reconciled`, `negative_common`, `allocation_error`,
-    /// `old_split_error`.
+    /// `old_split_error`; VEE: `estimated_reading` (a boundary register estimated: how and how much),
+    /// `sum_mismatch` (ΔVT + ΔNT ≠ Δtotal), `spike_power` (more than the connection can deliver: held),
+    /// `missing_removal_reading` (a meter removed inside the period without a reading).
     pub kind: &'static str,
     pub detail: String,
 }
@@ -325,32 +382,142 @@ pub struct BuildingResult {
     pub problems: Vec<Problem>,
 }
 
-/// A register's delta over the period and how far its readings were from the boundaries.
+/// A register's delta over a meter's window and how much of it depends on estimates.
 #[derive(Debug, Clone, Copy)]
 struct RegDelta {
     wh: i64,
-    start_off: i64,
-    end_off: i64,
+    /// Wh of the delta that depend on an estimated boundary value (VEE).
+    estimated_wh: i64,
+    /// How each boundary was obtained (start, end).
+    quality: [Quality; 2],
 }
 
-fn near(map: &BTreeMap<i16, Read>, ch: i16, at: DateTime<Utc>) -> Option<(Read, i64)> {
-    map.get(&ch).filter(|r| (r.ts - at).abs() <= MAX_BOUNDARY_DISTANCE).map(|r| (*r, (r.ts - at).num_seconds().abs()))
+/// A boundary register value, how it was obtained, and the Wh that depend on the estimate.
+struct Boundary {
+    wh: i64,
+    quality: Quality,
+    estimated_wh: i64,
+    note: Option<String>,
 }
 
-fn register(reads: &MeterReads, ch: i16, m: &BillingMonth) -> Result<RegDelta, (&'static str, String)> {
+/// The register at `at` for channel `ch`: the actual reading at the instant, else the VEE estimate from the
+/// readings around it and like days ([`crate::vee::estimate_boundary`]); `is_start` tells which side of the
+/// instant is inside the window. Falls back to the nearest reading within 24 h as is, counted as estimated
+/// in proportion to its distance (the energy between it and the instant, at the window's mean rate).
+fn boundary(reads: &MeterReads, ch: i16, at: DateTime<Utc>, is_start: bool, cfg: &VeeConfig) -> Option<Boundary> {
+    let (map, around) = if is_start { (&reads.start, &reads.around_start) } else { (&reads.end, &reads.around_end) };
+    let nearest = map.get(&ch).filter(|r| (r.ts - at).abs() <= MAX_BOUNDARY_DISTANCE);
+    if let Some(r) = nearest.filter(|r| r.ts == at) {
+        return Some(Boundary { wh: r.wh, quality: Quality::Actual, estimated_wh: 0, note: None });
+    }
+    let [mut before, mut after] = around.get(&ch).copied().unwrap_or([None, None]);
+    if before.is_none() && after.is_none() {
+        match nearest {
+            Some(r) if r.ts < at => before = Some(*r),
+            Some(r) => after = Some(*r),
+            None => return None,
+        }
+    }
+    let near = |r: Option<Read>| r.filter(|r| (r.ts - at).abs() <= MAX_BOUNDARY_DISTANCE);
+    let (before, after) = (near(before), near(after));
+    let empty = BTreeMap::new();
+    let hist = reads.history.get(&ch).unwrap_or(&empty);
+    let lookup = |t: DateTime<Utc>| hist.get(&t).copied();
+    if let Some(e) = crate::vee::estimate_boundary(at, before, after, &lookup, cfg) {
+        // The Wh inside the window that depend on the estimate.
+        let estimated_wh = match (is_start, before, after) {
+            (true, _, Some(a)) => a.wh - e.wh,
+            (true, Some(b), None) => e.wh - b.wh,
+            (false, Some(b), _) => e.wh - b.wh,
+            (false, None, Some(a)) => a.wh - e.wh,
+            _ => 0,
+        }
+        .max(0);
+        let how = match e.quality {
+            Quality::Interpolated => "interpolated",
+            Quality::LikeDay => "like-day",
+            Quality::Actual => "actual",
+        };
+        let note = format!(
+            "{} at {at}: {} Wh {how} from {} / {} ({estimated_wh} Wh estimated)",
+            obis(ch),
+            e.wh,
+            before.map_or("-".to_string(), |r| format!("{} Wh at {}", r.wh, r.ts)),
+            after.map_or("-".to_string(), |r| format!("{} Wh at {}", r.wh, r.ts)),
+        );
+        return Some(Boundary { wh: e.wh, quality: e.quality, estimated_wh, note: Some(note) });
+    }
+    // Nothing to estimate from: the nearest reading as is (estimated by its distance, counted below).
+    let r = nearest.copied().or(before).or(after)?;
+    Some(Boundary {
+        wh: r.wh,
+        quality: Quality::Interpolated,
+        estimated_wh: -(r.ts - at).num_seconds().abs(),
+        note: Some(format!("{} at {at}: nearest reading {} Wh at {} used as is", obis(ch), r.wh, r.ts)),
+    })
+}
+
+/// The delta of register `ch` over `w`, with VEE at both ends. Errors are `(problem kind, detail)`; estimate
+/// notes are appended to `notes`.
+fn register_in(
+    reads: &MeterReads,
+    ch: i16,
+    w: &MeterWindow,
+    cfg: &VeeConfig,
+    notes: &mut Vec<String>,
+) -> Result<RegDelta, (&'static str, String)> {
     let missing = |what: &str, at: DateTime<Utc>| {
         ("missing_boundary_reading", format!("no {} reading within 24 h of the period {what} {at}", obis(ch)))
     };
-    let (s, start_off) = near(&reads.start, ch, m.start).ok_or_else(|| missing("start", m.start))?;
-    let (e, end_off) = near(&reads.end, ch, m.end).ok_or_else(|| missing("end", m.end))?;
+    // A meter installed inside the window starts from its reading at installation, or 0 (a new register).
+    let s = if w.installed_inside {
+        let wh = reads.start.get(&ch).filter(|r| r.ts == w.start).map_or(0, |r| r.wh);
+        Boundary { wh, quality: Quality::Actual, estimated_wh: 0, note: None }
+    } else {
+        boundary(reads, ch, w.start, true, cfg).ok_or_else(|| missing("start", w.start))?
+    };
+    // A meter removed inside the window ends with its last reading (it stopped measuring).
+    let e = if w.removed_inside {
+        let r = reads.end.get(&ch).filter(|r| r.ts <= w.end && r.ts > w.start).ok_or_else(|| {
+            (
+                "missing_removal_reading",
+                format!("no {} reading between {} and the removal {}", obis(ch), w.start, w.end),
+            )
+        })?;
+        Boundary { wh: r.wh, quality: Quality::Actual, estimated_wh: 0, note: None }
+    } else {
+        boundary(reads, ch, w.end, false, cfg).ok_or_else(|| missing("end", w.end))?
+    };
     let wh = e.wh.checked_sub(s.wh).unwrap_or(-1);
-    if wh < 0 || e.ts <= s.ts {
+    if wh < 0 {
         return Err((
             "register_decreased",
-            format!("{} went from {} Wh at {} to {} Wh at {}", obis(ch), s.wh, s.ts, e.wh, e.ts),
+            format!("{} went from {} Wh at {} to {} Wh at {}", obis(ch), s.wh, w.start, e.wh, w.end),
         ));
     }
-    Ok(RegDelta { wh, start_off, end_off })
+    // Distance-based share of the nearest-reading fallback: seconds (negative marker) → Wh at the mean rate.
+    let secs = (w.end - w.start).num_seconds().max(1);
+    let est = |b: &Boundary| -> i64 {
+        if b.estimated_wh < 0 {
+            i64::try_from(i128::from(wh) * i128::from(-b.estimated_wh) / i128::from(secs)).unwrap_or(wh)
+        } else {
+            b.estimated_wh
+        }
+    };
+    let estimated_wh = (est(&s) + est(&e)).min(wh);
+    notes.extend(s.note.into_iter().chain(e.note));
+    Ok(RegDelta { wh, estimated_wh, quality: [s.quality, e.quality] })
+}
+
+/// The delta of register `ch` of a master meter over the whole month.
+fn register(
+    reads: &MeterReads,
+    ch: i16,
+    m: &BillingMonth,
+    cfg: &VeeConfig,
+) -> Result<RegDelta, (&'static str, String)> {
+    let w = MeterWindow { start: m.start, end: m.end, installed_inside: false, removed_inside: false };
+    register_in(reads, ch, &w, cfg, &mut Vec::new())
 }
 
 fn line_out(no: usize, tariff_code: &str, l: &crate::bill::Line) -> LineOut {
@@ -371,6 +538,7 @@ fn line_out(no: usize, tariff_code: &str, l: &crate::bill::Line) -> LineOut {
         LineKind::Excise => ("excise", None, None),
         LineKind::Vat => ("vat", None, None),
         LineKind::TvFee => ("tv_fee", None, None),
+        LineKind::Rounding => ("rounding", None, None),
     };
     LineOut {
         line_no: i16::try_from(no + 1).unwrap_or(i16::MAX),
@@ -413,11 +581,27 @@ pub(crate) fn median(sorted: &[Decimal]) -> Option<Decimal> {
 struct Billed<'a> {
     h: &'a HouseholdIn,
     meter: &'a MeterIn,
+    serials: String,
     input: BillInput,
     bill: Bill,
     vt_wh: i64,
     nt_wh: i64,
     share: Decimal,
+}
+
+/// The meters of a household in installation order when they form an exchange sequence (each one removed on
+/// or before the day the next one is installed); `None` when several are in service at the same time.
+fn exchange_sequence(meters: &[MeterIn]) -> Option<Vec<&MeterIn>> {
+    let mut ms: Vec<&MeterIn> = meters.iter().collect();
+    ms.sort_by_key(|m| (m.installed_on, m.id));
+    for pair in ms.windows(2) {
+        let (Some(old), Some(new)) = (pair.first(), pair.get(1)) else { return None };
+        match (old.removed_on, new.installed_on) {
+            (Some(r), Some(i)) if r <= i => {}
+            _ => return None,
+        }
+    }
+    Some(ms)
 }
 
 /// Bills one building: every household from its boundary readings, the reconciliation, the common-area split
@@ -441,31 +625,34 @@ pub fn compute_building(
         detail,
     };
     let empty = MeterReads::default();
-    let period_secs = Decimal::from(month.seconds());
 
     // 1. Households.
     let mut billed: Vec<Billed<'_>> = Vec::new();
     for h in &b.households {
-        let meter = match h.meters.as_slice() {
-            [m] => m,
+        let meters = match h.meters.as_slice() {
             [] => {
                 problems.push(problem(Some(h), None, "no_meter", "no household meter in service".into()));
                 continue;
             }
-            ms => {
-                let serials: Vec<&str> = ms.iter().map(|m| m.serial.as_str()).collect();
-                problems.push(problem(
-                    Some(h),
-                    None,
-                    "several_meters",
-                    format!(
-                        "meters {} in service during the period (meter exchange not supported yet)",
-                        serials.join(", ")
-                    ),
-                ));
-                continue;
-            }
+            ms => match exchange_sequence(ms) {
+                Some(seq) => seq,
+                None => {
+                    let serials: Vec<&str> = ms.iter().map(|m| m.serial.as_str()).collect();
+                    problems.push(problem(
+                        Some(h),
+                        None,
+                        "several_meters",
+                        format!(
+                            "meters {} in service at the same time during the period (not an exchange: the old \
+                             meter must be removed on or before the day the new one is installed)",
+                            serials.join(", ")
+                        ),
+                    ));
+                    continue;
+                }
+            },
         };
+        let Some(&meter) = meters.last() else { continue };
         if !tariffs.tariffs().iter().any(|t| t.code == h.tariff) {
             problems.push(problem(
                 Some(h),
@@ -475,22 +662,78 @@ pub fn compute_building(
             ));
             continue;
         }
-        let r = reads.get(&meter.id).unwrap_or(&empty);
-        let (vt, nt) = match (register(r, CH_VT, month), register(r, CH_NT, month)) {
-            (Ok(vt), Ok(nt)) => (vt, nt),
-            (Err((kind, detail)), _) | (_, Err((kind, detail))) => {
-                problems.push(problem(Some(h), Some(meter.id), kind, format!("meter {}: {detail}", meter.serial)));
-                continue;
+        // Σ over the meters (one, or old + new on a meter exchange) of their deltas over their own windows.
+        let (mut vt_wh, mut nt_wh, mut est_wh) = (0i64, 0i64, 0i64);
+        let mut failed = false;
+        let mut notes: Vec<(i32, String)> = Vec::new();
+        for m in &meters {
+            let r = reads.get(&m.id).unwrap_or(&empty);
+            let w = m.window(month);
+            let mut n = Vec::new();
+            let (vt, nt) =
+                match (register_in(r, CH_VT, &w, &rules.vee, &mut n), register_in(r, CH_NT, &w, &rules.vee, &mut n)) {
+                    (Ok(vt), Ok(nt)) => (vt, nt),
+                    (Err((kind, detail)), _) | (_, Err((kind, detail))) => {
+                        problems.push(problem(Some(h), Some(m.id), kind, format!("meter {}: {detail}", m.serial)));
+                        failed = true;
+                        break;
+                    }
+                };
+            notes.extend(n.into_iter().map(|x| (m.id, format!("meter {}: {x}", m.serial))));
+            // Sum check: ΔVT + ΔNT against Δ1.0.1.8.0, when all three are actual readings.
+            if let Ok(total) = register_in(r, CH_TOTAL, &w, &rules.vee, &mut Vec::new()) {
+                let all_actual =
+                    [vt.quality, nt.quality, total.quality].iter().flatten().all(|q| *q == Quality::Actual);
+                let diff = vt.wh.saturating_add(nt.wh).saturating_sub(total.wh);
+                if all_actual && diff.abs() > rules.vee.sum_tolerance_wh {
+                    problems.push(problem(
+                        Some(h),
+                        Some(m.id),
+                        "sum_mismatch",
+                        format!(
+                            "meter {}: VT {} Wh + NT {} Wh differs from 1.0.1.8.0 {} Wh by {diff} Wh (tolerance {} Wh)",
+                            m.serial, vt.wh, nt.wh, total.wh, rules.vee.sum_tolerance_wh
+                        ),
+                    ));
+                }
             }
-        };
-        let uncovered = vt.start_off.max(nt.start_off) + vt.end_off.max(nt.end_off);
-        let share = (Decimal::from(uncovered) / period_secs).min(Decimal::ONE).round_dp(6);
-        let (vt_kwh, nt_kwh) = (wh_to_kwh(vt.wh), wh_to_kwh(nt.wh));
+            vt_wh = vt_wh.saturating_add(vt.wh);
+            nt_wh = nt_wh.saturating_add(nt.wh);
+            est_wh = est_wh.saturating_add(vt.estimated_wh).saturating_add(nt.estimated_wh);
+        }
+        if failed {
+            continue;
+        }
+        // Plausibility of the whole period: no more than the approved power for every hour of it.
+        let hours = Decimal::from(month.seconds()) / Decimal::from(3600);
+        let limit_wh = h.approved_power_kw * hours * Decimal::ONE_THOUSAND * rules.vee.power_margin;
+        if Decimal::from(vt_wh.saturating_add(nt_wh)) > limit_wh {
+            problems.push(problem(
+                Some(h),
+                Some(meter.id),
+                "spike_power",
+                format!(
+                    "{} Wh in the period is more than {} kW × {hours} h: held for review, no bill",
+                    vt_wh.saturating_add(nt_wh),
+                    h.approved_power_kw
+                ),
+            ));
+            continue;
+        }
+        for (mid, note) in notes {
+            problems.push(problem(Some(h), Some(mid), "estimated_reading", note));
+        }
+        let (vt_kwh, nt_kwh) = (wh_to_kwh(vt_wh), wh_to_kwh(nt_wh));
+        let total_wh = vt_wh.saturating_add(nt_wh);
+        let est_wh = est_wh.clamp(0, total_wh);
+        let share =
+            if total_wh == 0 { Decimal::ZERO } else { (Decimal::from(est_wh) / Decimal::from(total_wh)).round_dp(6) };
         // Whole Wh up to i64::MAX each: the sum fits a Decimal; compute_bill refuses absurd values.
         let mut input = BillInput::two_rate(month.period, vt_kwh, nt_kwh, h.approved_power_kw, b.region);
-        input.estimated_kwh = round_wh((vt_kwh + nt_kwh) * share).min(vt_kwh + nt_kwh);
+        input.estimated_kwh = wh_to_kwh(est_wh);
+        let serials = meters.iter().map(|m| m.serial.as_str()).collect::<Vec<_>>().join(", ");
         match compute_bill(&input, tariffs) {
-            Ok(bill) => billed.push(Billed { h, meter, input, bill, vt_wh: vt.wh, nt_wh: nt.wh, share }),
+            Ok(bill) => billed.push(Billed { h, meter, serials, input, bill, vt_wh, nt_wh, share }),
             Err(e) => problems.push(problem(Some(h), Some(meter.id), "bill_error", e.to_string())),
         }
     }
@@ -508,7 +751,7 @@ pub fn compute_building(
         }
     };
     let master_total = match master {
-        Some(m) => match register(reads.get(&m.id).unwrap_or(&empty), CH_TOTAL, month) {
+        Some(m) => match register(reads.get(&m.id).unwrap_or(&empty), CH_TOTAL, month, &rules.vee) {
             Ok(d) => Some(d),
             Err((kind, detail)) => {
                 problems.push(problem(None, Some(m.id), kind, format!("master {}: {detail}", m.serial)));
@@ -586,7 +829,7 @@ pub fn compute_building(
     let master_vt_nt = match (master, master_total) {
         (Some(m), Some(_)) => {
             let r = reads.get(&m.id).unwrap_or(&empty);
-            match (register(r, CH_VT, month), register(r, CH_NT, month)) {
+            match (register(r, CH_VT, month, &rules.vee), register(r, CH_NT, month, &rules.vee)) {
                 (Ok(vt), Ok(nt)) => Some(Consumption::TwoRate { vt_kwh: wh_to_kwh(vt.wh), nt_kwh: wh_to_kwh(nt.wh) }),
                 (Err((kind, detail)), _) | (_, Err((kind, detail))) => {
                     problems.push(problem(
@@ -619,7 +862,7 @@ pub fn compute_building(
             apartment: x.h.apartment.clone(),
             building_id: b.id,
             building_code: b.code.clone(),
-            meter_serial: x.meter.serial.clone(),
+            meter_serial: x.serials.clone(),
             vt_kwh: wh_to_kwh(x.vt_wh),
             nt_kwh: wh_to_kwh(x.nt_wh),
             total_kwh: wh_to_kwh(x.vt_wh.saturating_add(x.nt_wh)),
@@ -647,8 +890,13 @@ pub fn compute_building(
         bills: bills.len(),
         estimated_bills: bills.iter().filter(|b| b.estimated).count(),
         master_kwh: master_total.map(|m| wh_to_kwh(m.wh)),
-        master_estimated_share: master_total
-            .map(|m| (Decimal::from(m.start_off + m.end_off) / period_secs).min(Decimal::ONE).round_dp(6)),
+        master_estimated_share: master_total.map(|m| {
+            if m.wh == 0 {
+                Decimal::ZERO
+            } else {
+                (Decimal::from(m.estimated_wh) / Decimal::from(m.wh)).min(Decimal::ONE).round_dp(6)
+            }
+        }),
         apartments_kwh: wh_to_kwh(apartments_wh.iter().fold(0i64, |a, x| a.saturating_add(*x))),
         common_kwh: common_parts.as_ref().and(reconciliation).map(|r| wh_to_kwh(r.common_wh)),
         common_percent: common_parts.as_ref().and(reconciliation).and_then(|r| r.common_percent()),
@@ -707,7 +955,7 @@ mod tests {
             id: 1,
             code: "B".into(),
             region: Region::NoviSad,
-            masters: vec![MeterIn { id: 100, serial: "M".into() }],
+            masters: vec![MeterIn { id: 100, serial: "M".into(), ..Default::default() }],
             households: (0..flats)
                 .map(|i| HouseholdIn {
                     id: i32::try_from(i).unwrap() + 1,
@@ -717,7 +965,11 @@ mod tests {
                     residents: 2,
                     approved_power_kw: Decimal::new(69, 1),
                     tariff: "eps-household-2025".into(),
-                    meters: vec![MeterIn { id: i32::try_from(i).unwrap() + 1, serial: format!("S{i}") }],
+                    meters: vec![MeterIn {
+                        id: i32::try_from(i).unwrap() + 1,
+                        serial: format!("S{i}"),
+                        ..Default::default()
+                    }],
                 })
                 .collect(),
         }
@@ -748,7 +1000,7 @@ mod tests {
         let mut b = building(5);
         b.households[1].tariff = "other".into();
         b.households[2].meters.clear();
-        b.households[3].meters.push(MeterIn { id: 99, serial: "X".into() });
+        b.households[3].meters.push(MeterIn { id: 99, serial: "X".into(), ..Default::default() });
         b.masters.clear();
         let r = HashMap::from([(1, reads([-1, 5, 4])), (5, reads([10, 5, 15]))]);
         let out = compute(&b, &r);
@@ -768,7 +1020,10 @@ mod tests {
         m.end.insert(CH_NT, Read { ts: end - Duration::hours(1), wh: 51_000 });
         let out = compute(&b, &HashMap::from([(1, m), (100, reads([0, 0, 200_000]))]));
         let bill = &out.bills[0];
-        assert_eq!(bill.estimated_share, (Decimal::from(4) / Decimal::from(745)).round_dp(6));
+        // No reading on the other side and no like-day history: the nearest reading is used as is and the energy
+        // between it and the boundary, at the period's mean rate, is estimated: VT 100,000 Wh × 3 h / 745 h = 402,
+        // NT 50,000 Wh × 1 h / 745 h = 67 → 469 of 150,000 Wh.
+        assert_eq!(bill.estimated_share, (Decimal::from(469) / Decimal::from(150_000)).round_dp(6));
         assert!(bill.estimated);
         // Beyond 24 h: no bill.
         let mut far = reads([1, 1, 2]);
@@ -792,6 +1047,23 @@ mod tests {
         // A building without households: nothing billed, nothing to reconcile, no problem.
         let out = compute(&building(0), &HashMap::from([(100, reads([1, 1, 2]))]));
         assert!(out.bills.is_empty() && out.problems.is_empty());
+    }
+
+    #[test]
+    fn sum_mismatch_and_impossible_consumption_are_vee_problems() {
+        let b = building(2);
+        // Flat 1: VT 100,000 + NT 50,000 Wh but 1.0.1.8.0 says 150,011 Wh: 11 Wh off, above the 10 Wh tolerance.
+        // Flat 2: 6.9 kW × 745 h = 5,140.5 kWh at most; 5,200 kWh is impossible, the bill is held.
+        let r = HashMap::from([
+            (1, reads([100_000, 50_000, 150_011])),
+            (2, reads([5_000_000, 200_000, 5_200_000])),
+            (100, reads([6_000_000, 300_000, 6_300_000])),
+        ]);
+        let out = compute(&b, &r);
+        assert_eq!(kinds(&out), ["sum_mismatch", "spike_power", "not_reconciled"]);
+        assert_eq!(out.bills.len(), 1);
+        assert!(out.problems[0].detail.contains("by -11 Wh"), "{}", out.problems[0].detail);
+        assert!(!out.bills[0].estimated);
     }
 
     #[test]

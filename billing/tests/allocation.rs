@@ -135,13 +135,17 @@ proptest! {
     }
 
     #[test]
-    fn bill_lines_add_up_and_stay_within_a_para(vt in 0i64..=5_000_000, nt in 0i64..=5_000_000, kw in 0i64..=500) {
+    fn bill_lines_add_up_with_the_rounding_line_and_stay_within_a_para(vt in 0i64..=5_000_000, nt in 0i64..=5_000_000, kw in 0i64..=500) {
         let input = BillInput::two_rate(Period::month(2025, 11).unwrap(), Decimal::new(vt, 3), Decimal::new(nt, 3), Decimal::new(kw, 1), Region::Central);
         let bill = compute_bill(&input, &tariffs()).unwrap();
         prop_assert_eq!(bill.lines().map(|l| l.amount).sum::<Decimal>(), bill.total);
         let kwh: Decimal = bill.lines().filter(|l| matches!(l.kind, billing::bill::LineKind::Energy { .. })).map(|l| l.quantity).sum();
         prop_assert_eq!(kwh, bill.total_kwh);
-        for l in bill.lines() {
+        // The total is the exact chain rounded once; the rounding line is at most half a para per printed line.
+        prop_assert_eq!(bill.total, billing::money::round_para(bill.exact_total()));
+        let printed = bill.lines().filter(|l| l.kind != billing::bill::LineKind::Rounding).count();
+        prop_assert!(bill.rounding().abs() <= Decimal::new(5, 3) * Decimal::from(printed + 1));
+        for l in bill.lines().filter(|l| l.kind != billing::bill::LineKind::Rounding) {
             prop_assert!((l.amount - l.exact).abs() <= dec!(0.01));
             prop_assert!(l.quantity >= Decimal::ZERO);
         }

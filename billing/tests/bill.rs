@@ -50,13 +50,56 @@ fn worked_example_of_billing_md() {
     assert_eq!(amount(&bill, LineKind::Excise), dec!(248.47));
     assert_eq!(amount(&bill, LineKind::Vat), dec!(712.28));
     assert_eq!(amount(&bill, LineKind::TvFee), dec!(349.00));
-    // Every line matches BILLING.md to the para, and the lines add up to 4,622.66 …
-    assert_eq!(bill.total, dec!(4622.66));
+    // Energy lines: 210 × 9.6136 = 2,018.856 and 90 × 2.4034 = 216.306, apportioned to the subtotal 2,235.16.
+    assert_eq!(
+        e.iter().map(|x| (x.2, x.3)).collect::<Vec<_>>(),
+        vec![(dec!(210), dec!(2018.86)), (dec!(90), dec!(216.30))]
+    );
+    // The total as printed in BILLING.md: the exact chain 4,622.652595… rounded once.
+    assert_eq!(bill.exact_total(), dec!(4622.65259452));
+    assert_eq!(bill.total, dec!(4622.65));
+    // The printed lines add up to 4,622.66; the rounding line (−0.01, last) makes the invoice add up.
+    let printed: Decimal = bill.lines().filter(|l| l.kind != LineKind::Rounding).map(|l| l.amount).sum();
+    assert_eq!(printed, dec!(4622.66));
+    assert_eq!(bill.rounding(), dec!(-0.01));
+    let last = bill.lines().last().unwrap();
+    assert_eq!((&last.kind, last.amount, last.exact), (&LineKind::Rounding, dec!(-0.01), Decimal::ZERO));
     assert_eq!(bill.lines().map(|l| l.amount).sum::<Decimal>(), bill.total);
-    // … while BILLING.md's 4,622.65 is the unrounded chain rounded once (it does not add up its own lines).
-    assert_eq!(billing::money::round_para(bill.exact_total()), dec!(4622.65));
-    // "To the dinar": both are 4,622 RSD and some para.
-    assert_eq!(bill.total.trunc(), dec!(4622.65).trunc());
+    // Excise and VAT are on the exact bases (3,312.908988 and 3,561.3771621).
+    let seg = &bill.segments[0];
+    assert_eq!(seg.excise_base, dec!(3312.908988));
+    assert_eq!(seg.vat_base, dec!(3561.3771621));
+}
+
+/// Every figure printed in BILLING.md's worked example, as the stored/exported lines show them.
+#[test]
+fn worked_example_every_printed_figure() {
+    let input =
+        BillInput::two_rate(Period::month(2025, 11).unwrap(), dec!(210), dec!(90), dec!(11.04), Region::Belgrade);
+    let bill = compute_bill(&input, &eps()).unwrap();
+    let printed: Vec<(&str, Decimal)> =
+        billing::run::lines_of(&bill).iter().fold(Vec::new(), |mut acc: Vec<(&str, Decimal)>, l| {
+            match acc.last_mut() {
+                Some(last) if last.0 == l.kind => last.1 += l.amount,
+                _ => acc.push((l.kind, l.amount)),
+            }
+            acc
+        });
+    assert_eq!(
+        printed,
+        vec![
+            ("energy", dec!(2235.16)),
+            ("power_charge", dec!(672.28)),
+            ("supplier_charge", dec!(160.67)),
+            ("renewable_fee", dec!(240.30)),
+            ("efficiency_fee", dec!(4.50)),
+            ("excise", dec!(248.47)),
+            ("vat", dec!(712.28)),
+            ("tv_fee", dec!(349.00)),
+            ("rounding", dec!(-0.01)),
+        ]
+    );
+    assert_eq!(bill.total, dec!(4622.65));
 }
 
 #[test]
@@ -105,9 +148,10 @@ fn zone_crossing_into_red_on_a_31_day_month() {
     // Quantities add up exactly; amounts add up to the total.
     assert_eq!(q.iter().map(|x| x.1).sum::<Decimal>(), dec!(1500));
     assert_eq!(bill.lines().map(|l| l.amount).sum::<Decimal>(), bill.total);
-    for l in bill.lines() {
+    for l in bill.lines().filter(|l| l.kind != LineKind::Rounding) {
         assert!((l.amount - l.exact).abs() <= dec!(0.01), "{l:?}");
     }
+    assert_eq!(bill.total, billing::money::round_para(bill.exact_total()));
 }
 
 #[test]
@@ -130,15 +174,19 @@ fn discount_and_tv_exemption() {
     input.exemptions = Exemptions { tv_fee: true };
     let bill = compute_bill(&input, &eps()).unwrap();
     let seg = &bill.segments[0];
-    assert_eq!(seg.base, dec!(3068.11));
-    // 7 % of the base, before the fees; excise and VAT on the reduced sum; no TV fee.
+    assert_eq!(seg.base, dec!(3068.108988)); // 2,235.162 + 672.277488 + 160.6695, exact
+                                             // 7 % of the exact base, before the fees; excise and VAT on the exact reduced sum; no TV fee.
     let disc = amount(&bill, LineKind::PaymentDiscount(PaymentDiscount::EBill));
-    assert_eq!(disc, dec!(-214.77)); // 214.7677
-    assert_eq!(seg.excise_base, dec!(3068.11) - dec!(214.77) + dec!(240.30) + dec!(4.50));
-    assert_eq!(amount(&bill, LineKind::Excise), dec!(232.36)); // 3098.14 × 0.075 = 232.3605
+    assert_eq!(disc, dec!(-214.77)); // 214.76762916
+    assert_eq!(seg.excise_base, dec!(3098.14135884)); // 3,068.108988 − 214.76762916 + 240.30 + 4.50
+    assert_eq!(amount(&bill, LineKind::Excise), dec!(232.36)); // 232.360601913
+    assert_eq!(amount(&bill, LineKind::Vat), dec!(666.10)); // 3,330.501960753 × 0.2 = 666.1003921506
     assert_eq!(amount(&bill, LineKind::TvFee), Decimal::ZERO);
     assert!(bill.lines().all(|l| l.kind != LineKind::TvFee));
-    assert_eq!(bill.total, dec!(3098.14) + dec!(232.36) + dec!(666.10)); // VAT 3330.50 × 0.2
+    // Exact chain 3,996.6023529036 → 3,996.60; printed lines 2,235.16 + 672.28 + 160.67 − 214.77 + 240.30 + 4.50
+    // + 232.36 + 666.10 = 3,996.60: no rounding line.
+    assert_eq!(bill.total, dec!(3996.60));
+    assert_eq!(bill.rounding(), Decimal::ZERO);
 }
 
 #[test]
@@ -167,9 +215,11 @@ fn tariff_change_inside_a_period_splits_by_days() {
     // Each segment is billed as a period of its own.
     for seg in [a, b] {
         let alone = BillInput { period: seg.period, consumption: seg.consumption, ..input.clone() };
-        assert_eq!(compute_bill(&alone, &set).unwrap().total, seg.total);
+        assert_eq!(compute_bill(&alone, &set).unwrap().total, billing::money::round_para(seg.total));
     }
-    assert_eq!(bill.total, a.total + b.total);
+    // The total is the exact chain of both segments rounded once.
+    assert_eq!(bill.total, billing::money::round_para(a.total + b.total));
+    assert_eq!(bill.lines().map(|l| l.amount).sum::<Decimal>(), bill.total);
     // The second segment's green VT price is 10.
     let vt_green_b =
         b.lines.iter().find(|l| l.kind == LineKind::Energy { zone: "green".into(), tou: Some(TimeOfUse::Vt) }).unwrap();
@@ -248,9 +298,9 @@ fn one_over_n_bill_and_difference() {
         BillInput::two_rate(Period::month(2025, 11).unwrap(), dec!(100), dec!(50), dec!(11.04), Region::Belgrade);
     let metered = compute_bill(&frugal, &eps()).unwrap();
     let old = one_over_n_bill(&frugal, building, 20, &eps()).unwrap();
-    assert_eq!(old.total, dec!(4622.66));
+    assert_eq!(old.total, dec!(4622.65));
     let c = compare(&metered, &old);
-    assert_eq!(c.difference, metered.total - dec!(4622.66));
+    assert_eq!(c.difference, metered.total - dec!(4622.65));
     assert!(c.difference < Decimal::ZERO);
-    assert_eq!(c.percent, Some(billing::money::round_para(c.difference * dec!(100) / dec!(4622.66))));
+    assert_eq!(c.percent, Some(billing::money::round_para(c.difference * dec!(100) / dec!(4622.65))));
 }

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use billing::allocation::{allocate_wh, Member, SplitKey};
 use billing::bill::{compute_bill, BillInput, Consumption, Period};
 use billing::db::{run, RunOptions};
-use billing::money::{round_wh, wh_to_kwh};
+use billing::money::wh_to_kwh;
 use billing::old_split::one_over_n_bill;
 use billing::run::{lines_of, BillingMonth, Rules, CH_NT, CH_TOTAL, CH_VT};
 use billing::{Tariff, TariffSet};
@@ -47,7 +47,7 @@ fn opts(month: BillingMonth) -> RunOptions {
     RunOptions {
         month,
         building: None,
-        rules: Rules { split: SplitKey::FloorArea, estimated_threshold: Decimal::ZERO },
+        rules: Rules { split: SplitKey::FloorArea, estimated_threshold: Decimal::ZERO, ..Rules::default() },
     }
 }
 
@@ -290,10 +290,11 @@ async fn rerun_gives_a_second_version_with_identical_amounts() {
 }
 
 #[tokio::test]
-async fn a_boundary_reading_within_24_h_gives_an_estimated_bill() {
+async fn a_missing_boundary_reading_is_interpolated_between_the_readings_around_it() {
     let mut f = setup("2026-10").await;
     let (h3, m3) = f.flats[2];
-    // Flat 3's VT register at the period end is missing (and its decoys): the nearest is 2 h later.
+    // Flat 3's VT register at the period end is missing (and its decoys); readings 1 h before and 1 h after it
+    // (a 2 h gap, within the 3 h interpolation limit) carry 400 Wh between them.
     f.client
         .execute(
             "DELETE FROM readings WHERE meter_id = $1 AND channel_id = $2 AND ts >= $3",
@@ -301,30 +302,118 @@ async fn a_boundary_reading_within_24_h_gives_an_estimated_bill() {
         )
         .await
         .unwrap();
-    let late = FLATS[2].4 + 1_234;
-    reading(&f.client, m3, CH_VT, f.month.end + Duration::hours(2), 3_000_000 + late).await;
+    let end_vt = 3_000_000 + FLATS[2].4;
+    reading(&f.client, m3, CH_VT, f.month.end - Duration::hours(1), end_vt - 100).await;
+    reading(&f.client, m3, CH_VT, f.month.end + Duration::hours(1), end_vt + 300).await;
     let t = tariffs();
     let out = run(&mut f.client, &opts(f.month), &t).await.unwrap();
     let [b] = out.buildings.as_slice() else { panic!("one building") };
-    assert!(b.problems.is_empty(), "{:?}", b.problems);
-    let share = (Decimal::from(7200) / Decimal::from(f.month.seconds())).round_dp(6);
-    let mut input = expected_input(&f.month, 2, late, FLATS[2].5);
-    input.estimated_kwh = round_wh(wh_to_kwh(late + FLATS[2].5) * share);
+    let kinds: Vec<&str> = b.problems.iter().map(|p| p.kind).collect();
+    assert_eq!(kinds, ["estimated_reading"], "{:?}", b.problems);
+    assert!(b.problems[0].detail.contains("interpolated"), "{}", b.problems[0].detail);
+    // End register = end_vt − 100 + 400 × 1 h / 2 h = end_vt + 100; the 200 Wh after the last actual reading
+    // are estimated.
+    let vt = FLATS[2].4 + 100;
+    let share = (Decimal::from(200) / Decimal::from(vt + FLATS[2].5)).round_dp(6);
+    let mut input = expected_input(&f.month, 2, vt, FLATS[2].5);
+    input.estimated_kwh = wh_to_kwh(200);
     let expected = compute_bill(&input, &t).unwrap();
     let (total, _, stored_share, estimated, _, _) = stored_bills(&f.client, out.meta.run_id).await[&h3];
     assert_eq!(total, expected.total);
     assert_eq!(stored_share, share);
     assert!(estimated);
     assert_eq!(b.summary.estimated_bills, 1);
-    // Every other bill is actual.
     assert_eq!(b.bills.iter().filter(|b| b.estimated).count(), 1);
     // The building still reconciles (its common part is estimated through flat 3).
     assert_eq!(b.bills.iter().map(|b| b.common_kwh.unwrap()).sum::<Decimal>(), b.summary.common_kwh.unwrap());
-    // Above a threshold of 1 % only: 2 h of 745 h is not enough to mark the bill.
+    // Above a threshold of 1 % only: 200 Wh of ≈ 100 kWh is not enough to mark the bill.
     let rules = Rules { estimated_threshold: dec!(0.01), ..Rules::default() };
     let out = run(&mut f.client, &RunOptions { rules, ..opts(f.month) }, &t).await.unwrap();
     let (total2, _, share2, estimated2, _, _) = stored_bills(&f.client, out.meta.run_id).await[&h3];
     assert_eq!((total2, share2, estimated2), (total, share, false));
+}
+
+#[tokio::test]
+async fn a_long_gap_at_the_period_end_is_estimated_from_like_days() {
+    let mut f = setup("2026-10").await;
+    let (h3, m3) = f.flats[2];
+    f.client
+        .execute(
+            "DELETE FROM readings WHERE meter_id = $1 AND channel_id = $2 AND ts >= $3",
+            &[&m3, &CH_VT, &(f.month.end - Duration::hours(1))],
+        )
+        .await
+        .unwrap();
+    // The last actual VT reading is 24 h before the end (local midnight of Oct 31); nothing after it.
+    let end_vt = 3_000_000 + FLATS[2].4;
+    let last = f.month.end - Duration::hours(24);
+    reading(&f.client, m3, CH_VT, last, end_vt - 1_000).await;
+    // Like days: the same local day 1 and 2 weeks earlier (across the end of summer time) used 800 and 1,200 Wh.
+    for (w, wh) in [(1u32, 800i64), (2, 1_200)] {
+        let a = billing::vee::weeks_earlier(last, w).unwrap();
+        let e = billing::vee::weeks_earlier(f.month.end, w).unwrap();
+        assert_eq!(e - a, Duration::hours(24));
+        reading(&f.client, m3, CH_VT, a, 2_000_000 + i64::from(w) * 10_000).await;
+        reading(&f.client, m3, CH_VT, e, 2_000_000 + i64::from(w) * 10_000 + wh).await;
+    }
+    let t = tariffs();
+    let out = run(&mut f.client, &opts(f.month), &t).await.unwrap();
+    let [b] = out.buildings.as_slice() else { panic!("one building") };
+    let kinds: Vec<&str> = b.problems.iter().map(|p| p.kind).collect();
+    assert_eq!(kinds, ["estimated_reading"], "{:?}", b.problems);
+    assert!(b.problems[0].detail.contains("like-day"), "{}", b.problems[0].detail);
+    // End register = last + mean(800, 1,200) = end_vt: the VT delta is unchanged, 1,000 Wh of it estimated.
+    let mut input = expected_input(&f.month, 2, FLATS[2].4, FLATS[2].5);
+    input.estimated_kwh = wh_to_kwh(1_000);
+    let expected = compute_bill(&input, &t).unwrap();
+    let (total, _, share, estimated, _, _) = stored_bills(&f.client, out.meta.run_id).await[&h3];
+    assert_eq!(total, expected.total);
+    assert_eq!(share, (Decimal::from(1_000) / Decimal::from(FLATS[2].4 + FLATS[2].5)).round_dp(6));
+    assert!(estimated);
+}
+
+#[tokio::test]
+async fn a_meter_exchange_inside_the_month_adds_both_meters() {
+    let mut f = setup("2026-10").await;
+    let (h3, m3) = f.flats[2];
+    // M3 removed on 2026-10-15 (its last reading at 16:00 local), M3b installed the same day, starting at 0.
+    f.client.execute("UPDATE meters SET removed_on = '2026-10-15' WHERE id = $1", &[&m3]).await.unwrap();
+    let b_id: i32 = f.client.query_one("SELECT id FROM buildings", &[]).await.unwrap().get(0);
+    let m3b: i32 = f
+        .client
+        .query_one(
+            "INSERT INTO meters (serial, kind, protocol, building_id, household_id, installed_on)
+             VALUES ('M3b', 'household', 'mqtt', $1, $2, '2026-10-15') RETURNING id",
+            &[&b_id, &h3],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let removal = DateTime::parse_from_rfc3339("2026-10-15T14:00:00Z").unwrap().with_timezone(&Utc);
+    reading(&f.client, m3, CH_VT, removal, 3_040_000).await;
+    reading(&f.client, m3, CH_NT, removal, 1_505_000).await;
+    reading(&f.client, m3, CH_TOTAL, removal, 4_545_000).await;
+    reading(&f.client, m3b, CH_VT, f.month.end, 50_000).await;
+    reading(&f.client, m3b, CH_NT, f.month.end, 4_999).await;
+    reading(&f.client, m3b, CH_TOTAL, f.month.end, 54_999).await;
+    let t = tariffs();
+    let out = run(&mut f.client, &opts(f.month), &t).await.unwrap();
+    let [b] = out.buildings.as_slice() else { panic!("one building") };
+    assert!(b.problems.is_empty(), "{:?}", b.problems);
+    let bill = b.bills.iter().find(|x| x.household_id == h3).unwrap();
+    // Old: 40,000 VT + 5,000 NT; new: 50,000 VT + 4,999 NT.
+    assert_eq!((bill.vt_kwh, bill.nt_kwh), (dec!(90.000), dec!(9.999)));
+    assert_eq!(bill.meter_serial, "M3, M3b");
+    assert!(!bill.estimated);
+    let expected = compute_bill(&expected_input(&f.month, 2, 90_000, 9_999), &t).unwrap();
+    assert_eq!(bill.total, expected.total);
+    // Reconciled: the flat measures 1 Wh less than before, so common areas get 1 Wh more.
+    assert_eq!(b.summary.common_kwh, Some(wh_to_kwh(COMMON_VT + COMMON_NT + 1)));
+    // Without any reading of the old meter after the period start the household cannot be billed.
+    f.client.execute("DELETE FROM readings WHERE meter_id = $1 AND ts > $2", &[&m3, &f.month.start]).await.unwrap();
+    let out = run(&mut f.client, &opts(f.month), &t).await.unwrap();
+    let kinds: Vec<&str> = out.buildings[0].problems.iter().map(|p| p.kind).collect();
+    assert_eq!(kinds, ["missing_removal_reading", "not_reconciled"]);
 }
 
 #[tokio::test]
