@@ -92,6 +92,15 @@ fn cpu_secs(pid: Option<u32>) -> f64 {
     (tick(11) + tick(12)) / 100.0
 }
 
+/// CPU seconds of every PostgreSQL process now running (the server is shared with other work).
+fn postgres_cpu_secs() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0.0 };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .map(|pid| cpu_secs(Some(pid)))
+        .sum()
+}
+
 /// CPU seconds (busy, all cores) of the whole machine so far, from /proc/stat.
 fn machine_cpu_secs() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -261,7 +270,7 @@ step_timeout = "10s"
     };
     eprintln!("bench: head-end round over {} meters, auth {auth}", fleet.meters);
     let t0 = Instant::now();
-    let (sim_cpu0, machine_cpu0) = (cpu_secs(sim.pid()), machine_cpu_secs());
+    let (sim_cpu0, machine_cpu0, pg_cpu0) = (cpu_secs(sim.pid()), machine_cpu_secs(), postgres_cpu_secs());
     let headend = Headend::start(&spec, &dir.join(format!("headend-{auth}.log")))?;
     let ready_s = t0.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(1200);
@@ -306,6 +315,8 @@ step_timeout = "10s"
     let headend_cpu = cpu_secs(headend.proc.pid());
     let sim_cpu = cpu_secs(sim.pid()) - sim_cpu0;
     let machine_cpu = machine_cpu_secs() - machine_cpu0;
+    // (Backends that exited meanwhile are missed: a lower bound.)
+    let pg_cpu = postgres_cpu_secs() - pg_cpu0;
     let headend_rss = headend.proc.peak_rss_bytes().unwrap_or(0);
     let sim_rss = sim.peak_rss_bytes().unwrap_or(0);
     drop(headend);
@@ -349,6 +360,7 @@ step_timeout = "10s"
         "readings_stored": stored,
         "cpu_s_headend": round3(headend_cpu),
         "cpu_s_simulator": round3(sim_cpu),
+        "cpu_s_postgres": round3(pg_cpu),
         "cpu_s_machine": round3(machine_cpu),
         "cpu_wall_s": round3(wall),
         "headend_peak_rss_mb": mb(headend_rss),

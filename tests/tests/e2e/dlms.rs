@@ -172,9 +172,9 @@ fn dlms_polling_with_faults_stores_the_model_and_backfills_the_gaps() {
     let mut sessions = METERS;
     let mut failures = missing.len();
     wait_round(&headend, sessions, missing.len());
-    wait_stored_meters(&p, METERS - missing.len());
-    check_round(&p, &headend, &missing, started);
-    check_clocks(&p, &missing);
+    wait_stored_meters(p, METERS - missing.len());
+    check_round(p, &headend, &missing, started);
+    check_clocks(p, &missing);
     // The standard event logs were read too, and the capability profile of each meter kept.
     let events = p.query_i64("SELECT count(DISTINCT meter_id)::bigint FROM meter_events").expect("events");
     assert!(events > 0, "event logs read");
@@ -203,8 +203,8 @@ fn dlms_polling_with_faults_stores_the_model_and_backfills_the_gaps() {
         sessions += polled;
         failures += missing.len();
         wait_round(&headend, sessions, missing.len());
-        wait_stored_meters(&p, METERS - missing.len());
-        check_round(&p, &headend, &missing, started);
+        wait_stored_meters(p, METERS - missing.len());
+        check_round(p, &headend, &missing, started);
         round += 1;
     }
 
@@ -501,8 +501,8 @@ fn dlms_gmac_polling_persists_and_resynchronises_invocation_counters() {
             &[("protocol", "dlms"), ("outcome", "authentication_rejected")],
         );
         assert_eq!(auth_failed, Some(wrong_keys.len() as f64), "run {run}:\n{m}");
-        assert_eq!(counters(&p), N as i64, "a counter block reserved per meter");
-        wait_status(&p, N, run, started);
+        assert_eq!(counters(p), N as i64, "a counter block reserved per meter");
+        wait_status(p, N, run, started);
         let failing: BTreeSet<usize> = p.rt.block_on(async {
             let c = p.db.client().await.expect("db");
             c.query(
@@ -632,7 +632,7 @@ fn dlms_clock_sync_and_remote_disconnect_are_carried_out_and_audited() {
     wait_round(&headend, N, 0);
     let m = headend.metrics().expect("metrics");
     assert_eq!(procs::metric(&m, "headend_clock_synced_total"), Some(drifting.len() as f64), "{m}");
-    wait_status(&p, N, 0, Utc::now() - chrono::Duration::minutes(5));
+    wait_status(p, N, 0, Utc::now() - chrono::Duration::minutes(5));
     let flagged = p.query_i64("SELECT count(*)::bigint FROM meter_poll_status WHERE clock_flagged").expect("flags");
     assert_eq!(flagged, 0, "synchronised clocks are not left flagged");
 
