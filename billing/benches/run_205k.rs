@@ -13,7 +13,13 @@
 //! runs without exports and one with `--out` exports (CSV, JSON, HTML); medians and the ratio to the 30 s
 //! target of PERFORMANCE.md are printed with the command that reproduces them.
 //!
-//! Run: `cargo bench -p billing --bench run_205k -- [--households N] [--runs R] [--no-export]`.
+//! With `--checks` (meant for ≤ 20,000 households: it writes an hour of rollup per meter for the month), two
+//! more timed runs: October again with `readings_hourly` (1.0.1.8.0) filled for every meter and hour (one
+//! hour over the master in every 50th building), i.e. the per-hour reconciliation over real rollup rows; then
+//! November after the "actual" end-of-October readings arrived (500 Wh above the estimates), i.e. the
+//! corrections of every estimated October bill.
+//!
+//! Run: `cargo bench -p billing --bench run_205k -- [--households N] [--runs R] [--no-export] [--checks]`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -55,7 +61,12 @@ async fn bench() -> anyhow::Result<()> {
     let export = !std::env::args().any(|a| a == "--no-export");
     let flats = 20;
     let buildings = (households + flats - 1) / flats;
-    let command = format!("cargo bench -p billing --bench run_205k -- --households {households} --runs {runs}");
+    let mut command = format!("cargo bench -p billing --bench run_205k -- --households {households} --runs {runs}");
+    for flag in ["--no-export", "--checks"] {
+        if std::env::args().any(|a| a == flag) {
+            command = format!("{command} {flag}");
+        }
+    }
     println!("# {command}");
 
     let db = TestDatabase::create(&admin_url(), "billing_bench").await?;
@@ -122,7 +133,6 @@ async fn bench() -> anyhow::Result<()> {
         )
         .await?;
     rows += i64::try_from(n)?;
-    client.batch_execute("DROP TABLE bench_rates").await?;
     client.batch_execute("VACUUM ANALYZE readings").await?;
     client.batch_execute("ANALYZE").await?;
     let load = t0.elapsed();
@@ -146,13 +156,14 @@ async fn bench() -> anyhow::Result<()> {
         let problems: usize = out.buildings.iter().map(|b| b.problems.len()).sum();
         println!(
             "run {} (version {}): {bills} bills ({est} estimated), {problems} problems, {:.2} s \
-             (read {:.2} s of which inventory {:.2} s, compute {:.2} s, store {:.2} s)",
+             (read {:.2} s of which inventory {:.2} s, compute {:.2} s, checks {:.2} s, store {:.2} s)",
             i + 1,
             out.meta.version,
             d.as_secs_f64(),
             out.timings.load.as_secs_f64(),
             out.timings.inventory.as_secs_f64(),
             out.timings.compute.as_secs_f64(),
+            out.timings.checks.as_secs_f64(),
             out.timings.store.as_secs_f64()
         );
         without.push(d);
@@ -195,8 +206,95 @@ async fn bench() -> anyhow::Result<()> {
             w.as_secs_f64() - m.as_secs_f64()
         );
     }
+    if std::env::args().any(|a| a == "--checks") {
+        checks(&mut client, &opts, &tariffs, households).await?;
+    }
+    client.batch_execute("DROP TABLE bench_rates").await?;
     println!("# reproduce: {command}");
     drop(client);
     drop(db);
+    Ok(())
+}
+
+/// `--checks`: the per-hour reconciliation over a filled rollup, then the corrections on the next month.
+async fn checks(
+    client: &mut tokio_postgres::Client,
+    opts: &RunOptions,
+    tariffs: &TariffSet,
+    households: i32,
+) -> anyhow::Result<()> {
+    let month = opts.month;
+    let checked = RunOptions { rules: Rules { interval_check: true, ..opts.rules }, ..opts.clone() };
+    let opts = &checked;
+    let t = Instant::now();
+    // Hour k of the month: register = 1,000,000 + daily rate × (1 + k / 24), integer Wh; in every 50th building
+    // the master's register at hour 100 is 5 kWh low, so hour 99 has the flats above the master.
+    let n = client
+        .execute(
+            "INSERT INTO readings_hourly (hour, first_ts, last_ts, min_value, max_value, first_value, last_value,
+                                          sum_value, meter_id, samples, channel_id)
+             SELECT h, h, h, v, v, v, v, v, meter_id, 1, 1::int2
+             FROM (SELECT $1::timestamptz + k * interval '1 hour' AS h, r.meter_id,
+                          1000000 + (r.vt + r.nt) + (r.vt + r.nt) * k / 24
+                            - CASE WHEN m.kind = 'master' AND m.building_id % 50 = 1 AND k = 100 THEN 5000 ELSE 0 END
+                            AS v
+                   FROM bench_rates r JOIN meters m ON m.id = r.meter_id
+                   CROSS JOIN generate_series(0, (extract(epoch FROM $2::timestamptz - $1::timestamptz) / 3600)::int) k) x",
+            &[&month.start, &month.end],
+        )
+        .await?;
+    client.batch_execute("ANALYZE readings_hourly").await?;
+    println!("checks: {n} hourly rollup rows (1.0.1.8.0) written in {:.1} s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let out = run(client, opts, tariffs).await?;
+    let neg: usize = out.buildings.iter().map(|b| b.summary.negative_common_intervals).sum();
+    let hours: usize = out.buildings.iter().filter_map(|b| b.summary.interval_hours_checked).sum();
+    println!(
+        "October with the hourly rollup (version {}): {:.2} s (read {:.2} s, compute {:.2} s, checks {:.2} s: \
+         {hours} building-hours checked, {neg} negative_common_interval, store {:.2} s)",
+        out.meta.version,
+        t.elapsed().as_secs_f64(),
+        out.timings.load.as_secs_f64(),
+        out.timings.compute.as_secs_f64(),
+        out.timings.checks.as_secs_f64(),
+        out.timings.store.as_secs_f64()
+    );
+
+    // The missing end-of-October readings arrive (500 Wh above the linear profile), and December 1st's.
+    let nov = BillingMonth::parse("2026-11")?;
+    client
+        .batch_execute(
+            "SELECT headend_ensure_partition(d::date) FROM generate_series('2026-11-29'::date, '2026-12-02', '1 day') d",
+        )
+        .await?;
+    for (day, extra) in [(32i32, 500i64), (62, 0)] {
+        client
+            .execute(
+                "INSERT INTO readings (ts, value, meter_id, channel_id)
+                 SELECT ('2026-09-30'::date + $1::int)::timestamp AT TIME ZONE 'Europe/Belgrade',
+                        CASE c WHEN 1 THEN 1000000 + $1::int * (r.vt + r.nt) + $3::int8 WHEN 2 THEN 1000000 + $1::int * r.vt + $3::int8
+                               ELSE 1000000 + $1::int * r.nt END,
+                        r.meter_id, c::int2
+                 FROM bench_rates r CROSS JOIN generate_series(1, 3) c
+                 WHERE $1::int = 62 OR (r.meter_id <= $2 AND (r.meter_id % 10 = 3 OR r.meter_id % 100 = 7))",
+                &[&day, &households, &extra],
+            )
+            .await?;
+    }
+    client.batch_execute("ANALYZE readings").await?;
+    let t = Instant::now();
+    let out = run(client, &RunOptions { month: nov, ..opts.clone() }, tariffs).await?;
+    let corrections = out.buildings.iter().flat_map(|b| &b.problems).filter(|p| p.kind == "correction").count();
+    let other = out.buildings.iter().flat_map(|b| &b.problems).filter(|p| p.kind.starts_with("correction_")).count();
+    println!(
+        "November with corrections (version {}): {:.2} s (read {:.2} s, compute {:.2} s, checks {:.2} s: \
+         {corrections} corrections, {other} not applied, store {:.2} s)",
+        out.meta.version,
+        t.elapsed().as_secs_f64(),
+        out.timings.load.as_secs_f64(),
+        out.timings.compute.as_secs_f64(),
+        out.timings.checks.as_secs_f64(),
+        out.timings.store.as_secs_f64()
+    );
     Ok(())
 }

@@ -70,6 +70,8 @@ pub struct RunTimings {
     pub inventory: std::time::Duration,
     /// Bills, reconciliation, allocation, 1/N.
     pub compute: std::time::Duration,
+    /// Corrections of the previous period and the per-hour reconciliation ([`crate::checks`]).
+    pub checks: std::time::Duration,
     /// The run, bills, lines and problems, stored (COPY).
     pub store: std::time::Duration,
     /// The exports, written while the run was being stored (`None` without `--out`).
@@ -92,8 +94,23 @@ pub async fn load_inventory(
     month: &BillingMonth,
     building: Option<&str>,
 ) -> Result<Vec<BuildingIn>, RunError> {
+    load_inventory_of(client, month, building, None).await
+}
+
+/// [`load_inventory`], restricted to the building ids `ids` when given.
+pub async fn load_inventory_of(
+    client: &Client,
+    month: &BillingMonth,
+    building: Option<&str>,
+    ids: Option<&[i32]>,
+) -> Result<Vec<BuildingIn>, RunError> {
+    let only: Option<Vec<i32>> = ids.map(<[i32]>::to_vec);
     let rows = client
-        .query("SELECT id, code, region FROM buildings WHERE ($1::text IS NULL OR code = $1) ORDER BY id", &[&building])
+        .query(
+            "SELECT id, code, region FROM buildings
+             WHERE ($1::text IS NULL OR code = $1) AND ($2::int4[] IS NULL OR id = ANY($2)) ORDER BY id",
+            &[&building, &only],
+        )
         .await?;
     if let (Some(code), true) = (building, rows.is_empty()) {
         return Err(RunError::UnknownBuilding(code.to_string()));
@@ -592,9 +609,13 @@ pub async fn run_with_exports(
     let t_inv = t0.elapsed();
     let reads = load_reads(client, &opts.month, &buildings, &opts.rules.vee).await?;
     let t1 = std::time::Instant::now();
-    let results: Vec<BuildingResult> =
+    let mut results: Vec<BuildingResult> =
         buildings.iter().map(|b| compute_building(b, &reads, &opts.month, tariffs, &opts.rules)).collect();
     drop(reads);
+    let t_computed = std::time::Instant::now();
+    crate::checks::apply_corrections(client, opts, tariffs, &buildings, &mut results).await?;
+    crate::checks::interval_reconciliation(client, &opts.month, &buildings, &opts.rules, &mut results).await?;
+    drop(buildings);
     let t2 = std::time::Instant::now();
     let codes: Vec<&str> = tariffs.tariffs().iter().map(|t| t.code.as_str()).collect();
     let tx = client.transaction().await?;
@@ -609,7 +630,13 @@ pub async fn run_with_exports(
     let outcome = std::sync::Arc::new(RunOutcome {
         meta,
         buildings: results,
-        timings: RunTimings { load: t1 - t0, inventory: t_inv, compute: t2 - t1, ..RunTimings::default() },
+        timings: RunTimings {
+            load: t1 - t0,
+            inventory: t_inv,
+            compute: t_computed - t1,
+            checks: t2 - t_computed,
+            ..RunTimings::default()
+        },
     });
     let export = out.map(|dir| {
         let (o, dir) = (outcome.clone(), dir.to_path_buf());
@@ -660,7 +687,7 @@ fn known(s: &str, what: &str, names: &[&'static str]) -> Result<&'static str, Ru
     names.iter().copied().find(|n| *n == s).ok_or_else(|| RunError::Stored(format!("unknown {what} {s:?}")))
 }
 
-const LINE_KINDS: [&str; 10] = [
+const LINE_KINDS: [&str; 11] = [
     "energy",
     "power_charge",
     "supplier_charge",
@@ -671,9 +698,10 @@ const LINE_KINDS: [&str; 10] = [
     "vat",
     "tv_fee",
     "rounding",
+    "correction",
 ];
 const UNITS: [&str; 4] = ["kwh", "kw_month", "month", "rsd"];
-const PROBLEM_KINDS: [&str; 16] = [
+const PROBLEM_KINDS: [&str; 20] = [
     "missing_boundary_reading",
     "register_decreased",
     "no_meter",
@@ -690,6 +718,10 @@ const PROBLEM_KINDS: [&str; 16] = [
     "sum_mismatch",
     "spike_power",
     "missing_removal_reading",
+    "correction",
+    "correction_not_billed",
+    "correction_not_computed",
+    "negative_common_interval",
 ];
 
 fn sdec(s: &str, what: &str) -> Result<Decimal, RunError> {
@@ -752,6 +784,7 @@ pub async fn load_run(client: &Client, month: &BillingMonth, version: Option<i32
             unit: known(r.get(7), "unit", &UNITS)?,
             unit_price: sdec(r.get(8), "unit price")?,
             amount: sdec(r.get(9), "amount")?,
+            detail: None,
         });
     }
 
@@ -797,6 +830,8 @@ pub async fn load_run(client: &Client, month: &BillingMonth, version: Option<i32
                 pay_same: 0,
                 problems: 0,
                 split_keys: Vec::new(),
+                negative_common_intervals: 0,
+                interval_hours_checked: None,
             },
             bills: Vec::new(),
             problems: Vec::new(),
@@ -868,6 +903,19 @@ pub async fn load_run(client: &Client, month: &BillingMonth, version: Option<i32
             detail: r.get(5),
         });
     }
+    // A correction line's reference is the detail of its household's `correction` problem.
+    for b in &mut buildings {
+        for bill in &mut b.bills {
+            let detail = b
+                .problems
+                .iter()
+                .find(|p| p.kind == "correction" && p.household_id == Some(bill.household_id))
+                .map(|p| p.detail.clone());
+            for l in bill.lines.iter_mut().filter(|l| l.kind == "correction") {
+                l.detail.clone_from(&detail);
+            }
+        }
+    }
     for (b, m) in buildings.iter_mut().zip(&members) {
         rebuild_summary(b, m);
     }
@@ -907,6 +955,8 @@ pub fn rebuild_summary(b: &mut BuildingResult, members: &[crate::allocation::Mem
     s.pay_less = with_old.iter().filter(|x| x.difference.is_some_and(|d| d < Decimal::ZERO)).count();
     s.pay_same = with_old.iter().filter(|x| x.difference.is_some_and(|d| d.is_zero())).count();
     s.problems = b.problems.len();
+    s.negative_common_intervals = b.problems.iter().filter(|p| p.kind == "negative_common_interval").count();
+    s.interval_hours_checked = None;
     s.split_keys.clear();
     let common_wh = s.common_kwh.map(|c| (c * Decimal::ONE_THOUSAND).trunc()).and_then(|w| {
         let t = w.normalize();

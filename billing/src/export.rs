@@ -1,7 +1,8 @@
 //! Exports of a run into a folder:
 //!
 //! - `bills.csv` — one row per bill (no lines): run, household, kWh, common-area share, estimated share,
-//!   total, the 1/N bill and the difference. Decimals are written as plain decimal text; empty = unknown.
+//!   total, the 1/N bill and the difference, and the correction of the previous month when there is one
+//!   (kWh, RSD, what it corrects). Decimals are written as plain decimal text; empty = unknown / none.
 //! - `bills.json` — `{"run": …, "bills": [ … every line … ]}`; decimals are JSON strings (never floats).
 //! - `buildings.json` — `{"run": …, "buildings": [summary …], "problems": [ … ]}`: per building master,
 //!   Σ apartments, common + losses (kWh and %), metered vs 1/N totals, min/median/max bill, how many pay
@@ -29,7 +30,7 @@ pub enum ExportError {
 }
 
 /// The header of `bills.csv`.
-pub const CSV_HEADER: [&str; 19] = [
+pub const CSV_HEADER: [&str; 22] = [
     "run_id",
     "version",
     "period",
@@ -49,6 +50,9 @@ pub const CSV_HEADER: [&str; 19] = [
     "difference_percent",
     "lines",
     "tariff",
+    "correction_kwh",
+    "correction_rsd",
+    "correction",
 ];
 
 fn opt(d: Option<Decimal>) -> String {
@@ -85,6 +89,7 @@ pub fn write_exports(dir: &Path, outcome: &RunOutcome) -> Result<(), ExportError
     let mut w = csv::Writer::from_path(&csv_path).map_err(|source| ExportError::Csv { path: cp(), source })?;
     w.write_record(CSV_HEADER).map_err(|source| ExportError::Csv { path: cp(), source })?;
     for b in &bills {
+        let correction = b.lines.iter().find(|l| l.kind == "correction");
         let record = [
             meta.run_id.to_string(),
             meta.version.to_string(),
@@ -105,6 +110,9 @@ pub fn write_exports(dir: &Path, outcome: &RunOutcome) -> Result<(), ExportError
             opt(b.difference_percent),
             b.lines.len().to_string(),
             meta.tariff_code.clone(),
+            opt(correction.map(|l| l.quantity)),
+            opt(correction.map(|l| l.amount)),
+            correction.and_then(|l| l.detail.clone()).unwrap_or_default(),
         ];
         w.write_record(&record).map_err(|source| ExportError::Csv { path: cp(), source })?;
     }

@@ -125,6 +125,13 @@ fn line_label(l: &LineOut) -> (String, String) {
         "vat" => ("PDV".into(), "VAT".into()),
         "tv_fee" => ("Taksa za javni medijski servis".into(), "Public broadcasting (TV) fee".into()),
         "rounding" => ("Zaokruživanje".into(), "Rounding (total rounded once)".into()),
+        "correction" => (
+            "Korekcija prethodnog obračuna (procena zamenjena očitanjem)".into(),
+            format!(
+                "Correction of an earlier estimated bill{}",
+                l.detail.as_deref().map(|d| format!(": {}", escape(d))).unwrap_or_default()
+            ),
+        ),
         other => (escape(other), String::new()),
     }
 }
@@ -286,7 +293,7 @@ pub fn invoice(meta: &RunMeta, address: &str, bill: &HouseholdBill) -> String {
             label(&sr, &en),
             plain(l.quantity),
             unit_label(l.unit),
-            plain(l.unit_price),
+            if l.kind == "correction" { "—".to_string() } else { plain(l.unit_price) },
             rsd(l.amount),
         );
     }
@@ -326,8 +333,8 @@ pub fn invoice(meta: &RunMeta, address: &str, bill: &HouseholdBill) -> String {
             "<table class=\"meta\"><tr><td>{}</td><td class=\"num\">{} RSD</td></tr>\
              <tr><td>{}</td><td class=\"num\">{} RSD</td></tr>\
              <tr><td>{}</td><td class=\"num {}\"><b>{} RSD ({})</b></td></tr></table>",
-            label("Po sopstvenom brojilu", "Metered (this bill)"),
-            rsd(bill.total),
+            label("Po sopstvenom brojilu", "Metered (this month, without corrections)"),
+            rsd(bill.total - bill.lines.iter().filter(|l| l.kind == "correction").map(|l| l.amount).sum::<Decimal>()),
             label("Po starom načinu 1/N", "Old 1/N split"),
             rsd(old),
             label("Razlika", "Difference"),
@@ -467,12 +474,20 @@ pub fn building_report(meta: &RunMeta, address: &str, r: &BuildingResult) -> Str
         |sr: &str, en: &str, v: String| format!("<tr><td>{}</td><td class=\"num\">{v}</td></tr>\n", label(sr, en));
     let _ = write!(
         b,
-        "<div class=\"boxes\"><div class=\"box\"><h3>{}</h3><table class=\"lines\"><tbody>{}{}{}{}</tbody></table></div>",
+        "<div class=\"boxes\"><div class=\"box\"><h3>{}</h3><table class=\"lines\"><tbody>{}{}{}{}{}</tbody></table></div>",
         label("Bilans energije", "Energy balance"),
         row("Glavno brojilo", "Master meter", format!("{} kWh", opt_kwh(s.master_kwh))),
         row("Σ stanova", "Σ apartments", format!("{} kWh", kwh(s.apartments_kwh))),
         row("Zajednička potrošnja + gubici", "Common areas + losses", format!("{} kWh", opt_kwh(s.common_kwh))),
         row("Udeo zajedničke potrošnje", "Common share of master", percent(s.common_percent)),
+        row(
+            "Sati: stanovi > glavno brojilo",
+            "Hours with apartments above the master (negative common areas)",
+            match s.interval_hours_checked {
+                Some(n) => format!("{} / {n} h", s.negative_common_intervals),
+                None => format!("{} h", s.negative_common_intervals),
+            }
+        ),
     );
     let _ = writeln!(
         b,

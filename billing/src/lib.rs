@@ -53,6 +53,7 @@
 
 pub mod allocation;
 pub mod bill;
+pub mod checks;
 pub mod db;
 pub mod export;
 pub mod html;

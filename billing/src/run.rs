@@ -54,6 +54,12 @@
 //! assembly's account); charging them through household bills would need a pricing rule for that supply that
 //! no source states.
 //!
+//! # After the computation ([`crate::checks`], database)
+//!
+//! The run then adds the corrections of the previous month's estimated bills (a `correction` line on this
+//! month's bill) and the per-hour reconciliation from `readings_hourly` (`negative_common_interval`
+//! problems); [`refresh_totals`] brings the summaries up to date.
+//!
 //! The 1/N comparison ([`crate::old_split`]) divides the master's VT and NT deltas by N (households of the
 //! building in the inventory) and bills that like the household. Note that the 1/N bill contains common areas
 //! and losses while the metered bill does not (see the decision above).
@@ -169,12 +175,41 @@ pub struct Rules {
     pub estimated_threshold: Decimal,
     /// VEE rules (interpolation limit, like-day weeks, spike and sum-check limits).
     pub vee: VeeConfig,
+    /// Per-hour reconciliation: Σ apartments may exceed the master by this many Wh before the hour is a
+    /// `negative_common_interval` problem (meter accuracy; default 100 Wh, a default to confirm).
+    pub interval_tolerance_wh: i64,
+    /// Run the per-hour reconciliation (`--interval-check`; off by default: it reads one rollup row per meter
+    /// and hour of the month, minutes at 205k households).
+    pub interval_check: bool,
 }
+
+/// Default of [`Rules::interval_tolerance_wh`].
+pub const DEFAULT_INTERVAL_TOLERANCE_WH: i64 = 100;
 
 impl Default for Rules {
     fn default() -> Rules {
-        Rules { split: SplitKey::FloorArea, estimated_threshold: Decimal::ZERO, vee: VeeConfig::default() }
+        Rules {
+            split: SplitKey::FloorArea,
+            estimated_threshold: Decimal::ZERO,
+            vee: VeeConfig::default(),
+            interval_tolerance_wh: DEFAULT_INTERVAL_TOLERANCE_WH,
+            interval_check: false,
+        }
     }
+}
+
+/// Recomputes the totals of a building summary from its bills after lines were added (corrections): metered
+/// total, min/median/max bill, estimated bills and the problem count.
+pub fn refresh_totals(r: &mut BuildingResult) {
+    let mut totals: Vec<Decimal> = r.bills.iter().map(|b| b.total).collect();
+    totals.sort();
+    let s = &mut r.summary;
+    s.metered_total = totals.iter().sum();
+    s.min_bill = totals.first().copied();
+    s.median_bill = median(&totals);
+    s.max_bill = totals.last().copied();
+    s.problems = r.problems.len();
+    s.negative_common_intervals = r.problems.iter().filter(|p| p.kind == "negative_common_interval").count();
 }
 
 /// Parses a `--split` value.
@@ -292,7 +327,9 @@ pub struct Problem {
     /// `bill_error`, `no_master`, `several_masters`, `not_reconciled`, `negative_common`, `allocation_error`,
     /// `old_split_error`; VEE: `estimated_reading` (a boundary register estimated: how and how much),
     /// `sum_mismatch` (ΔVT + ΔNT ≠ Δtotal), `spike_power` (more than the connection can deliver: held),
-    /// `missing_removal_reading` (a meter removed inside the period without a reading).
+    /// `missing_removal_reading` (a meter removed inside the period without a reading); [`crate::checks`]:
+    /// `correction` (a correction line of the previous month, its reference), `correction_not_billed`,
+    /// `correction_not_computed`, `negative_common_interval` (an hour with the apartments above the master).
     pub kind: &'static str,
     pub detail: String,
 }
@@ -309,6 +346,9 @@ pub struct LineOut {
     pub unit: &'static str,
     pub unit_price: Decimal,
     pub amount: Decimal,
+    /// What a `correction` line corrects (period, earlier run and bill, billed vs recomputed); `None` otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// A household's bill in a run.
@@ -364,6 +404,12 @@ pub struct BuildingSummary {
     pub problems: usize,
     /// The household shares of common + losses under every simple split key (empty when not reconciled).
     pub split_keys: Vec<KeyResult>,
+    /// Hours in which Σ apartments exceeded the master by more than the tolerance (`negative_common_interval`
+    /// problems, [`crate::checks::interval_reconciliation`]).
+    pub negative_common_intervals: usize,
+    /// Hours the per-interval reconciliation could check (master and every flat with both hour boundaries in
+    /// `readings_hourly`); `None` when not known (a run read back from the database).
+    pub interval_hours_checked: Option<usize>,
 }
 
 /// The common-area split under one key: the smallest and largest household share.
@@ -555,6 +601,7 @@ fn line_out(no: usize, tariff_code: &str, l: &crate::bill::Line) -> LineOut {
         },
         unit_price: l.unit_price,
         amount: l.amount,
+        detail: None,
     }
 }
 
@@ -911,6 +958,8 @@ pub fn compute_building(
         pay_same: with_old.iter().filter(|b| b.difference.is_some_and(|d| d.is_zero())).count(),
         problems: problems.len(),
         split_keys,
+        negative_common_intervals: 0,
+        interval_hours_checked: None,
     };
     BuildingResult { summary, bills, problems }
 }

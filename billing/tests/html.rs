@@ -152,6 +152,8 @@ fn the_building_report_has_totals_chart_and_escaped_problems() {
             KeyResult { key: "equal", min_kwh: dec!(154.625), max_kwh: dec!(154.625) },
             KeyResult { key: "area", min_kwh: dec!(100.1), max_kwh: dec!(209.15) },
         ],
+        negative_common_intervals: 0,
+        interval_hours_checked: None,
     };
     let problems = vec![Problem {
         building_id: 1,

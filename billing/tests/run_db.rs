@@ -47,7 +47,12 @@ fn opts(month: BillingMonth) -> RunOptions {
     RunOptions {
         month,
         building: None,
-        rules: Rules { split: SplitKey::FloorArea, estimated_threshold: Decimal::ZERO, ..Rules::default() },
+        rules: Rules {
+            split: SplitKey::FloorArea,
+            estimated_threshold: Decimal::ZERO,
+            interval_check: true,
+            ..Rules::default()
+        },
     }
 }
 
@@ -572,6 +577,7 @@ async fn a_stored_run_reads_back_as_computed() {
         // The summary is rebuilt; only the master's own estimated share is not stored.
         let mut summary = want.summary.clone();
         summary.master_estimated_share = None;
+        summary.interval_hours_checked = None;
         assert_eq!(got.summary, summary);
     }
     let missing = billing::db::load_run(&f.client, &f.month, Some(3)).await;
@@ -643,4 +649,248 @@ async fn the_cli_shows_a_stored_run() {
     let (code, _, err) = cli(&["show", "--period", "2026-11", "--database-url", &url]).await;
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("no stored billing run for period 2026-11"), "{err}");
+}
+
+/// The register of `meter` / `ch` stored at `ts`.
+async fn value_at(c: &Client, meter: i32, ch: i16, ts: DateTime<Utc>) -> i64 {
+    c.query_one("SELECT value FROM readings WHERE meter_id = $1 AND channel_id = $2 AND ts = $3", &[&meter, &ch, &ts])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Readings at `next.end` for every meter and register: the value at `next.start` + (flats: VT 100 kWh, NT 50 kWh;
+/// master: VT 1,000 kWh, NT 500 kWh), total = VT + NT.
+async fn next_month(f: &Fixture, next: &BillingMonth) {
+    let meters: Vec<(i32, i64)> = f.flats.iter().map(|&(_, m)| (m, 1)).chain(std::iter::once((f.master, 10))).collect();
+    for (m, k) in meters {
+        for (ch, delta) in [(CH_VT, 100_000), (CH_NT, 50_000), (CH_TOTAL, 150_000)] {
+            let v = value_at(&f.client, m, ch, next.start).await;
+            reading(&f.client, m, ch, next.end, v + k * delta).await;
+        }
+    }
+}
+
+fn corrections(b: &billing::run::HouseholdBill) -> Vec<&billing::run::LineOut> {
+    b.lines.iter().filter(|l| l.kind == "correction").collect()
+}
+
+#[tokio::test]
+async fn an_estimate_replaced_by_the_actual_reading_is_corrected_on_the_next_bill() {
+    let mut f = setup("2026-10").await;
+    let t = tariffs();
+    let (h1, m1) = f.flats[0];
+    let end = f.month.end;
+    // H1's VT register at the end of October is missing (the decoys 15 min around it too); readings 2 h before
+    // and 1 h after: interpolated to exactly the fixture's value, so October is billed 150.000 kWh VT.
+    let vt_end = value_at(&f.client, m1, CH_VT, end).await;
+    f.client
+        .execute(
+            "DELETE FROM readings WHERE meter_id = $1 AND channel_id = $2 AND ts >= $3 AND ts <= $4",
+            &[&m1, &CH_VT, &(end - Duration::minutes(15)), &(end + Duration::minutes(15))],
+        )
+        .await
+        .unwrap();
+    reading(&f.client, m1, CH_VT, end - Duration::hours(2), vt_end - 6_000).await;
+    reading(&f.client, m1, CH_VT, end + Duration::hours(1), vt_end + 3_000).await;
+    let oct = run(&mut f.client, &opts(f.month), &t).await.unwrap();
+    let oct_bills = &oct.buildings[0].bills;
+    let est = oct_bills.iter().find(|b| b.household_id == h1).unwrap();
+    assert!(est.estimated && est.estimated_share > Decimal::ZERO);
+    assert_eq!(est.vt_kwh, dec!(150.000));
+    assert!(oct_bills.iter().filter(|b| b.household_id != h1).all(|b| !b.estimated));
+    let oct_bill_id: i64 = f
+        .client
+        .query_one("SELECT id FROM bills WHERE run_id = $1 AND household_id = $2", &[&oct.meta.run_id, &h1])
+        .await
+        .unwrap()
+        .get(0);
+
+    // The actual reading arrives: 2 kWh more than the estimate.
+    reading(&f.client, m1, CH_VT, end, vt_end + 2_000).await;
+    let nov_month = BillingMonth::parse("2026-11").unwrap();
+    next_month(&f, &nov_month).await;
+    let nov = run(&mut f.client, &opts(nov_month), &t).await.unwrap();
+    let [b] = nov.buildings.as_slice() else { panic!("one building") };
+
+    // Actual October bill − estimated October bill, to the para.
+    let actual_oct = compute_bill(&expected_input(&f.month, 0, 152_000, 60_500), &t).unwrap();
+    let want = actual_oct.total - est.total;
+    assert!(!want.is_zero());
+    let nov_own = compute_bill(&expected_input(&nov_month, 0, 100_000, 50_000), &t).unwrap();
+    let bill = b.bills.iter().find(|x| x.household_id == h1).unwrap();
+    let found = corrections(bill);
+    let [c] = found.as_slice() else { panic!("one correction: {:?}", bill.lines) };
+    assert_eq!(c.amount, want);
+    assert_eq!(c.quantity, dec!(2.000));
+    assert_eq!(c.unit, "kwh");
+    assert_eq!(c.line_no, i16::try_from(bill.lines.len()).unwrap(), "the last line");
+    let reference = c.detail.clone().unwrap();
+    assert!(reference.contains("correction of 2026-10"), "{reference}");
+    assert!(reference.contains(&format!("bill {oct_bill_id} of run {} (version 1)", oct.meta.run_id)), "{reference}");
+    assert_eq!(bill.total, nov_own.total + want);
+    assert_eq!(bill.lines.iter().map(|l| l.amount).sum::<Decimal>(), bill.total, "the lines add up to the total");
+    assert!(!bill.estimated);
+    // Households without estimates in October: no correction.
+    assert!(b.bills.iter().filter(|x| x.household_id != h1).all(|x| corrections(x).is_empty()));
+    // Traceable: one `correction` problem row, and the line as stored.
+    let rows = f
+        .client
+        .query(
+            "SELECT household_id, detail FROM billing_problems WHERE run_id = $1 AND kind = 'correction'",
+            &[&nov.meta.run_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, Option<i32>>(0), Some(h1));
+    assert_eq!(rows[0].get::<_, String>(1), reference);
+    let lines = stored_lines(&f.client, nov.meta.run_id, h1).await;
+    let last = lines.last().unwrap();
+    assert_eq!((last.1.as_str(), last.4, last.6), ("correction", dec!(2.000), want));
+    assert_eq!(stored_bills(&f.client, nov.meta.run_id).await[&h1].0, nov_own.total + want);
+    // Read back (billing show) as computed, with the reference.
+    let stored = billing::db::load_run(&f.client, &nov_month, None).await.unwrap();
+    assert_eq!(stored.buildings[0].bills, b.bills);
+
+    // Re-running November: a new version, the same correction; with exports.
+    let dir = tempfile::tempdir().unwrap();
+    let again = billing::db::run_with_exports(&mut f.client, &opts(nov_month), &t, Some(dir.path())).await.unwrap();
+    assert_eq!(again.meta.version, 2);
+    assert_eq!(again.buildings[0].bills, b.bills);
+    let csv = std::fs::read_to_string(dir.path().join("bills.csv")).unwrap();
+    let h1_row = csv.lines().find(|l| l.contains(",H1,")).unwrap();
+    assert!(h1_row.contains(&format!(",2.000,{want},")), "{h1_row}");
+    assert!(csv.lines().find(|l| l.contains(",H2,")).unwrap().ends_with(",,,"), "{csv}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("bills.json")).unwrap()).unwrap();
+    let jl = json["bills"][0]["lines"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(jl["kind"], "correction");
+    assert_eq!(jl["amount"], serde_json::json!(want.to_string()));
+    assert_eq!(jl["detail"], serde_json::json!(reference));
+    let html = std::fs::read_to_string(dir.path().join("invoices/H1.html")).unwrap();
+    assert!(html.contains("Korekcija prethodnog obračuna"), "{html}");
+    assert!(html.contains("correction of 2026-10"));
+    assert!(!std::fs::read_to_string(dir.path().join("invoices/H2.html")).unwrap().contains("Korekcija"));
+
+    // December corrects November (no estimates: nothing), never October again.
+    let dec_month = BillingMonth::parse("2026-12").unwrap();
+    next_month(&f, &dec_month).await;
+    let dec_run = run(&mut f.client, &opts(dec_month), &t).await.unwrap();
+    assert!(dec_run.buildings[0].bills.iter().all(|x| corrections(x).is_empty()));
+    assert!(dec_run.buildings[0].problems.iter().all(|p| !p.kind.starts_with("correction")));
+}
+
+#[tokio::test]
+async fn an_hour_with_apartments_above_the_master_is_a_problem_of_that_building_only() {
+    let mut f = setup("2026-10").await;
+    let c = &f.client;
+    // A second building: master + one flat, consistent every hour.
+    let b2: i32 = c
+        .query_one(
+            "INSERT INTO buildings (code, address, municipality, region)
+             VALUES ('B2', 'Njegoševa 2', 'Vračar', 'belgrade') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let master2: i32 = c
+        .query_one(
+            "INSERT INTO meters (serial, kind, protocol, building_id, installed_on)
+             VALUES ('N0', 'master', 'mqtt', $1, '2026-01-01') RETURNING id",
+            &[&b2],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let h9: i32 = c
+        .query_one(
+            "INSERT INTO households (code, building_id, apartment, floor_area_m2, residents, approved_power_kw, tariff)
+             VALUES ('H9', $1, '1', 50, 2, 6.9, 'eps-household-2025') RETURNING id",
+            &[&b2],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let flat2: i32 = c
+        .query_one(
+            "INSERT INTO meters (serial, kind, protocol, building_id, household_id, installed_on)
+             VALUES ('N1', 'household', 'mqtt', $1, $2, '2026-01-01') RETURNING id",
+            &[&b2, &h9],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let month = f.month;
+    for (m, start, vt, nt) in [(flat2, 5_000_000, 100_000, 50_000), (master2, 9_000_000, 300_000, 150_000)] {
+        registers(c, &month, m, CH_VT, start, vt).await;
+        registers(c, &month, m, CH_NT, start / 2, nt).await;
+        registers(c, &month, m, CH_TOTAL, start + start / 2, vt + nt).await;
+    }
+    // Four full hours of 1.0.1.8.0 in the rollup, 10 days into the month. B1: master +5 kWh every hour, each
+    // flat +1, +2, +1 kWh: in the second hour the flats (6 kWh) exceed the master by 1 kWh. B2: +5 / +1 kWh.
+    let h0 = month.start + Duration::hours(240);
+    let mut b1 = vec![(f.master, 70_000_000 + 100_000, [5_000, 5_000, 5_000])];
+    for (i, &(_, m)) in f.flats.iter().enumerate() {
+        let base = 1_000_000 * (i as i64 + 1);
+        b1.push((m, base + base / 2 + 10_000, [1_000, 2_000, 1_000]));
+    }
+    let b2m = [(master2, 13_500_000 + 10_000, [5_000, 5_000, 5_000]), (flat2, 7_500_000 + 10_000, [1_000; 3])];
+    for (m, mut v, steps) in b1.into_iter().chain(b2m) {
+        for k in 0..4 {
+            reading(c, m, CH_TOTAL, h0 + Duration::hours(k), v).await;
+            v += steps.get(usize::try_from(k).unwrap()).copied().unwrap_or(0);
+        }
+    }
+    for k in 0..4 {
+        c.query_one("SELECT headend_refresh_hour($1)", &[&(h0 + Duration::hours(k))]).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = billing::db::run_with_exports(&mut f.client, &opts(month), &tariffs(), Some(dir.path())).await.unwrap();
+    let [r1, r2] = out.buildings.as_slice() else { panic!("two buildings") };
+    let neg: Vec<&billing::run::Problem> =
+        r1.problems.iter().filter(|p| p.kind == "negative_common_interval").collect();
+    let [p] = neg.as_slice() else { panic!("one hour: {:?}", r1.problems) };
+    assert_eq!(p.meter_id, Some(f.master));
+    assert_eq!(p.household_id, None);
+    let hour = h0 + Duration::hours(1);
+    assert!(p.detail.contains(&hour.to_string()), "{}", p.detail);
+    assert!(p.detail.contains("apartments 6.000 kWh exceed the master 5.000 kWh by 1.000 kWh"), "{}", p.detail);
+    assert_eq!((r1.summary.negative_common_intervals, r1.summary.interval_hours_checked), (1, Some(3)));
+    assert!(r2.problems.iter().all(|p| p.kind != "negative_common_interval"), "{:?}", r2.problems);
+    assert_eq!((r2.summary.negative_common_intervals, r2.summary.interval_hours_checked), (0, Some(3)));
+    // The month as a whole still reconciles (common areas positive): bills carry their share.
+    assert!(r1.bills.iter().all(|b| b.common_kwh.is_some()));
+    // Stored: exactly that row.
+    let rows = f
+        .client
+        .query(
+            "SELECT building_id, meter_id, detail FROM billing_problems WHERE run_id = $1 AND kind = 'negative_common_interval'",
+            &[&out.meta.run_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, Option<i32>>(1), Some(f.master));
+    assert_eq!(rows[0].get::<_, String>(2), p.detail);
+    // The building report (HTML, JSON) and the stored run read back.
+    let html = std::fs::read_to_string(dir.path().join("buildings/B1.html")).unwrap();
+    assert!(html.contains("1 / 3 h"), "{html}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("buildings.json")).unwrap()).unwrap();
+    assert_eq!(json["buildings"][0]["negative_common_intervals"], 1);
+    assert_eq!(json["buildings"][1]["negative_common_intervals"], 0);
+    let stored = billing::db::load_run(&f.client, &month, None).await.unwrap();
+    assert_eq!(stored.buildings[0].summary.negative_common_intervals, 1);
+    // A tolerance above 1 kWh: no problem.
+    let rules = Rules { interval_tolerance_wh: 1_000, ..opts(month).rules };
+    let out = run(&mut f.client, &RunOptions { rules, ..opts(month) }, &tariffs()).await.unwrap();
+    assert!(out.buildings.iter().all(|b| b.summary.negative_common_intervals == 0));
+    assert!(out.buildings.iter().all(|b| b.summary.interval_hours_checked == Some(3)));
+    // Turned off: not checked at all.
+    let rules = Rules { interval_check: false, ..opts(month).rules };
+    let out = run(&mut f.client, &RunOptions { rules, ..opts(month) }, &tariffs()).await.unwrap();
+    assert!(out.buildings.iter().all(|b| b.summary.interval_hours_checked.is_none()));
+    assert!(out.buildings.iter().flat_map(|b| &b.problems).all(|p| p.kind != "negative_common_interval"));
 }
