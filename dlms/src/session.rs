@@ -276,6 +276,12 @@ impl RandomSource for OsRandom {
     }
 }
 
+/// The request buffer before association, and the least after (an AARQ or a GET of a few
+/// attributes takes a few hundred bytes).
+const REQUEST_BUFFER: usize = 2048;
+/// The largest request buffer, for meters that accept long APDUs.
+const MAX_REQUEST_BUFFER: usize = 8192;
+
 type Engine = ClientSession<RustCryptoProvider<OsRandom>, 4096>;
 
 enum Link<S> {
@@ -292,6 +298,8 @@ pub struct Session<S = TcpStream> {
     engine: Option<Box<Engine>>,
     negotiated: Option<Negotiated>,
     invocation_counter: Option<u32>,
+    /// The request buffer, kept between requests (a session makes several).
+    scratch: Vec<u8>,
 }
 
 impl<S> fmt::Debug for Session<S> {
@@ -353,10 +361,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// I/O, timeout, or the meter answering DM.
     pub async fn connect(stream: S, opts: &ClientOptions) -> Result<Self> {
         let max = usize::from(opts.max_receive_pdu).max(2048).min(usize::from(u16::MAX));
+        // Read and write buffers sized for one APDU we accept (they grow when a frame is
+        // larger): tokio-util's default of 8 KB each is most of a session's memory when
+        // thousands are open at once.
+        let io_buffer = (usize::from(opts.max_receive_pdu) + 16).clamp(256, 8192);
         let link = match opts.transport {
-            TransportOptions::Wrapper { .. } => Link::Wrapper(Framed::new(stream, WrapperCodec::new(max))),
+            TransportOptions::Wrapper { .. } => {
+                Link::Wrapper(Framed::with_capacity(stream, WrapperCodec::new(max), io_buffer))
+            }
             TransportOptions::Hdlc { .. } => Link::Hdlc {
-                framed: Framed::new(stream, HdlcCodec::default()),
+                framed: Framed::with_capacity(stream, HdlcCodec::default(), io_buffer),
                 ns: 0,
                 nr: 0,
                 params: HdlcParameters::default(),
@@ -371,6 +385,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             opts: opts.clone(),
             engine: None,
             negotiated: None,
+            scratch: Vec::new(),
         };
         if matches!(s.link, Link::Hdlc { .. }) {
             let t = s.opts.connect_timeout;
@@ -574,7 +589,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub async fn associate(&mut self) -> Result<Negotiated> {
         let (cfg, ring) = self.engine_config()?;
         let mut engine: Box<Engine> = Box::new(ClientSession::new(cfg, RustCryptoProvider::with_rng(ring, OsRandom)));
-        let mut buf = vec![0u8; 8192];
+        let mut buf = vec![0u8; REQUEST_BUFFER];
         let n = engine.associate_request(&mut buf)?;
         let answer = self.exchange(buf.get(..n).unwrap_or_default()).await?;
         self.invocation_counter = self.invocation_counter.map(|_| engine.invocation_counter());
@@ -669,14 +684,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     where
         F: FnOnce(&mut Engine, &mut [u8]) -> dlms_cosem_rs::Result<usize>,
     {
-        let mut buf = vec![0u8; 8192];
-        let engine = self.engine()?;
-        let n = build(engine, &mut buf)?;
-        let ic = engine.invocation_counter();
-        if self.invocation_counter.is_some() {
-            self.invocation_counter = Some(ic);
-        }
-        self.exchange(buf.get(..n).unwrap_or_default()).await
+        let mut buf = std::mem::take(&mut self.scratch);
+        // A request never exceeds what the meter accepts (its max receive PDU) plus ciphering.
+        let size = self.negotiated.as_ref().map_or(MAX_REQUEST_BUFFER, |n| usize::from(n.max_pdu) + 64);
+        buf.resize(size.clamp(REQUEST_BUFFER, MAX_REQUEST_BUFFER), 0);
+        let built = match self.engine.as_deref_mut() {
+            Some(engine) => build(engine, &mut buf).map(|n| (n, engine.invocation_counter())).map_err(Error::from),
+            None => Err(Error::NotAssociated),
+        };
+        let out = match built {
+            Ok((n, ic)) => {
+                if self.invocation_counter.is_some() {
+                    self.invocation_counter = Some(ic);
+                }
+                self.exchange(buf.get(..n).unwrap_or_default()).await
+            }
+            Err(e) => Err(e),
+        };
+        self.scratch = buf;
+        out
     }
 
     /// GET one attribute; block transfer is followed transparently.

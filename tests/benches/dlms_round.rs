@@ -14,7 +14,8 @@
 //! Run: `cargo xtask bench-dlms` (builds the release binaries, finds PostgreSQL). Options after
 //! `--`: `--meters N` (205000), `--auth both|low|gmac` (both), `--sample N` gurux sessions (300,
 //! 0 = none), `--max-sessions N` (head-end collect.max_sessions and the raw client's concurrency,
-//! 2000), `--per-second N` (collect.new_connections_per_second, 0 = unlimited).
+//! 2000), `--per-second N` (collect.new_connections_per_second, 0 = unlimited), `--raw-concurrency
+//! N` (raw connections at once, default max-sessions up to 4000: both ends count as open files).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -92,11 +93,16 @@ fn cpu_secs(pid: Option<u32>) -> f64 {
     (tick(11) + tick(12)) / 100.0
 }
 
-/// CPU seconds of every PostgreSQL process now running (the server is shared with other work).
-fn postgres_cpu_secs() -> f64 {
+/// CPU seconds of the PostgreSQL backends now serving database `db` (the server is shared with
+/// other work; its background writers and backends that exited meanwhile are not counted).
+fn postgres_cpu_secs(db: &str) -> f64 {
     let Ok(dir) = std::fs::read_dir("/proc") else { return 0.0 };
+    let needle = format!(" {db} ");
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with("postgres:") && c.contains(&needle))
+        })
         .map(|pid| cpu_secs(Some(pid)))
         .sum()
 }
@@ -270,7 +276,7 @@ step_timeout = "10s"
     };
     eprintln!("bench: head-end round over {} meters, auth {auth}", fleet.meters);
     let t0 = Instant::now();
-    let (sim_cpu0, machine_cpu0, pg_cpu0) = (cpu_secs(sim.pid()), machine_cpu_secs(), postgres_cpu_secs());
+    let (sim_cpu0, machine_cpu0, pg_cpu0) = (cpu_secs(sim.pid()), machine_cpu_secs(), postgres_cpu_secs(&db.name));
     let headend = Headend::start(&spec, &dir.join(format!("headend-{auth}.log")))?;
     let ready_s = t0.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(1200);
@@ -315,8 +321,7 @@ step_timeout = "10s"
     let headend_cpu = cpu_secs(headend.proc.pid());
     let sim_cpu = cpu_secs(sim.pid()) - sim_cpu0;
     let machine_cpu = machine_cpu_secs() - machine_cpu0;
-    // (Backends that exited meanwhile are missed: a lower bound.)
-    let pg_cpu = postgres_cpu_secs() - pg_cpu0;
+    let pg_cpu = postgres_cpu_secs(&db.name) - pg_cpu0;
     let headend_rss = headend.proc.peak_rss_bytes().unwrap_or(0);
     let sim_rss = sim.peak_rss_bytes().unwrap_or(0);
     drop(headend);
@@ -387,8 +392,13 @@ fn main() -> anyhow::Result<()> {
     let sample = num("--sample", 300)?;
     let max_sessions = num("--max-sessions", 2000)?;
     let per_second = num("--per-second", 0)?;
+    // Both ends of each raw connection are in this process: keep 2 × concurrency well below the
+    // open-file limit (20,000 on the project's machine).
+    let raw_concurrency = num("--raw-concurrency", max_sessions.min(4000))?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let dir = tempfile::Builder::new().prefix("hes-bench-dlms-").tempdir()?;
+    // HES_BENCH_KEEP=1 keeps the logs and configuration for a look afterwards.
+    let kept = std::env::var_os("HES_BENCH_KEEP").is_some().then(|| dir.path().to_path_buf());
     let broker = Broker::temporary()?;
     let port = tests::free_port()?;
     let inventory = dir.path().join("inventory.csv").to_string_lossy().to_string();
@@ -418,7 +428,7 @@ fn main() -> anyhow::Result<()> {
         let mut r = head_end_round(&rt, &fleet, &broker, dir.path(), auth)?;
         let exchanges = r["exchanges_per_session"].as_f64().unwrap_or(5.0).round().max(1.0) as usize;
         eprintln!("bench: raw loopback TCP ceiling, {meters} sessions × {exchanges} exchanges");
-        let (raw, raw_failed) = rt.block_on(raw_ceiling(meters, exchanges, max_sessions))?;
+        let (raw, raw_failed) = rt.block_on(raw_ceiling(meters, exchanges, raw_concurrency))?;
         let rate = r["sessions_per_s"].as_f64().unwrap_or(0.0);
         let gurux_rate = r["gurux"]["sessions_per_s"].as_f64();
         r["raw_exchanges"] = exchanges.into();
@@ -432,6 +442,7 @@ fn main() -> anyhow::Result<()> {
     let result = serde_json::json!({
         "meters": meters,
         "max_sessions": max_sessions,
+        "raw_concurrency": raw_concurrency,
         "new_connections_per_second": per_second,
         "rounds": results,
     });
@@ -445,6 +456,10 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let auth = arg("--auth").unwrap_or_else(|| "both".into());
+    if let Some(path) = kept {
+        std::mem::forget(dir);
+        eprintln!("bench: logs kept in {}", path.display());
+    }
     println!(
         "reproduce: cargo xtask bench-dlms --meters {meters} --auth {auth} -- --sample {sample} --max-sessions {max_sessions} --per-second {per_second}"
     );

@@ -6,6 +6,8 @@
 //! - `test`: the one command that runs every check: formatting, clippy, and all tests (unit and
 //!   end-to-end) against a real PostgreSQL and a real Mosquitto. `.ci/run` calls it.
 //! - `bench-ingest`: the MQTT → PostgreSQL benchmark (see BENCHMARKS.md).
+//! - `bench-dlms`: a DLMS polling round over the simulated fleet against the raw loopback TCP
+//!   ceiling and the gurux-dlms client (see BENCHMARKS.md).
 //! - `fuzz`: runs the cargo-fuzz targets for a while.
 
 use std::process::{Command, ExitCode};
@@ -59,6 +61,18 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Benchmark a DLMS polling round (simulator + head-end + PostgreSQL) against the raw loopback
+    /// TCP ceiling and the gurux-dlms Python client.
+    BenchDlms {
+        #[arg(long, default_value_t = 205_000)]
+        meters: usize,
+        /// low (LLS password), gmac (HLS-GMAC, suite 0) or both.
+        #[arg(long, default_value = "both", value_parser = ["low", "gmac", "both"])]
+        auth: String,
+        /// Extra arguments for the benchmark binary (--sample, --max-sessions, --per-second).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Run each fuzz target (cargo-fuzz) for a while.
     Fuzz {
         #[arg(long, default_value_t = 60)]
@@ -81,6 +95,7 @@ fn run() -> anyhow::Result<()> {
         Cmd::Demo { meters, hours, seed, listen, exit } => demo(meters, hours, seed, &listen, exit),
         Cmd::Test { no_lint, args } => test(no_lint, &args),
         Cmd::BenchIngest { meters, args } => bench_ingest(meters, &args),
+        Cmd::BenchDlms { meters, auth, args } => bench_dlms(meters, &auth, &args),
         Cmd::Fuzz { seconds } => fuzz(seconds),
     }
 }
@@ -269,6 +284,20 @@ fn bench_ingest(meters: usize, args: &[String]) -> anyhow::Result<()> {
         .args(args)
         .env("DATABASE_URL", &services.admin_url);
     step("ingest benchmark", bench)
+}
+
+fn bench_dlms(meters: usize, auth: &str, args: &[String]) -> anyhow::Result<()> {
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "headend", "-p", "meter-sim", "--bins"]);
+    step("building release binaries", build)?;
+    let services = Services::ensure(1883)?;
+    let mut bench = cargo();
+    bench
+        .args(["bench", "-p", "tests", "--bench", "dlms_round", "--"])
+        .args(["--meters", &meters.to_string(), "--auth", auth])
+        .args(args)
+        .env("DATABASE_URL", &services.admin_url);
+    step("DLMS polling benchmark", bench)
 }
 
 fn fuzz(seconds: u64) -> anyhow::Result<()> {

@@ -45,6 +45,7 @@ struct MeterState {
 struct KnownCaps {
     by_meter: HashMap<i32, Arc<Capabilities>>,
     distinct: HashMap<String, Arc<Capabilities>>,
+    last: Option<Arc<Capabilities>>,
 }
 
 impl KnownCaps {
@@ -61,10 +62,15 @@ impl KnownCaps {
     }
 
     fn insert(&mut self, meter: i32, c: Capabilities) {
-        let shared = match serde_json::to_string(&c) {
-            Ok(key) => self.distinct.entry(key).or_insert_with(|| Arc::new(c)).clone(),
-            Err(_) => Arc::new(c),
+        // Most often the profile is the one seen last: a comparison, no serialisation.
+        let shared = match &self.last {
+            Some(last) if **last == c => last.clone(),
+            _ => match serde_json::to_string(&c) {
+                Ok(key) => self.distinct.entry(key).or_insert_with(|| Arc::new(c)).clone(),
+                Err(_) => Arc::new(c),
+            },
         };
+        self.last = Some(shared.clone());
         self.by_meter.insert(meter, shared);
     }
 }
@@ -250,9 +256,10 @@ async fn round(
     let targets = targets(shared, group).await?;
     let mut sessions = JoinSet::new();
     let mut summary = RoundSummary { meters: targets.len(), ..RoundSummary::default() };
-    // Session tasks alive at once (running, waiting for a slot or backing off): a few times the
-    // session limit keeps every cell busy without a task per meter of a 200,000-meter round.
-    let window = Arc::new(tokio::sync::Semaphore::new(shared.cfg.max_sessions.saturating_mul(4).max(1)));
+    // Session tasks alive at once (running, waiting for a slot or backing off): twice the session
+    // limit keeps every cell busy without a task per meter of a 200,000-meter round. A waiting
+    // task costs ≈ 1.9 KB; at 10,000 sessions, four times the limit held ≈ 75 MB of them.
+    let window = Arc::new(tokio::sync::Semaphore::new(shared.cfg.max_sessions.saturating_mul(2).max(1)));
     for target in targets {
         let st = state.entry(target.meter_id).or_default();
         let tasks = tasks_for(&shared.cfg, group, st, now);
@@ -523,6 +530,26 @@ mod tests {
         assert!(!later.registers && !later.clock && later.events_after.is_none(), "{later:?}");
         let same_slot = tasks_for(&cfg, &g, &MeterState { profile_done: Some(now), ..st }, t("2026-11-24T10:20:00Z"));
         assert!(same_slot.is_empty(), "nothing is due twice in one slot");
+    }
+
+    #[test]
+    fn equal_capability_profiles_are_kept_once() {
+        let a = Capabilities {
+            max_pdu: Some(1024),
+            details: serde_json::json!({"capture": ["clock"]}),
+            ..Default::default()
+        };
+        let b = Capabilities { max_pdu: Some(512), ..a.clone() };
+        let mut k = KnownCaps::from_map(HashMap::from([(1, a.clone()), (2, b.clone())]));
+        k.insert(3, a.clone());
+        k.insert(4, b.clone());
+        k.insert(5, a.clone());
+        let (c1, c3, c5) = (k.get(1).expect("1"), k.get(3).expect("3"), k.get(5).expect("5"));
+        assert!(Arc::ptr_eq(&c1, &c3) && Arc::ptr_eq(&c1, &c5), "one copy of a");
+        assert!(Arc::ptr_eq(&k.get(2).expect("2"), &k.get(4).expect("4")), "one copy of b");
+        assert_eq!(*c1, a);
+        assert_eq!(*k.get(4).expect("4"), b);
+        assert!(k.get(6).is_none());
     }
 
     #[test]
