@@ -471,9 +471,14 @@ fn run_dlms(a: DlmsArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let summary = runtime.block_on(async move {
         let sim = std::sync::Arc::new(Sim::new(cfg));
-        let listener = tokio::net::TcpListener::bind((a.bind, a.port))
-            .await
-            .with_context(|| format!("binding {}:{}", a.bind, a.port))?;
+        // A deep accept queue: a polling round opens thousands of connections at once, and with the
+        // default (1,024) the kernel drops SYNs that the clients retry only after a second.
+        let addr = std::net::SocketAddr::new(a.bind, a.port);
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+            .context("socket")?;
+        socket.set_reuseaddr(true).context("SO_REUSEADDR")?;
+        socket.bind(addr).with_context(|| format!("binding {addr}"))?;
+        let listener = socket.listen(8192).with_context(|| format!("listening on {addr}"))?;
         let local = listener.local_addr().context("local address")?;
         eprintln!("meter-sim dlms listening on {local} ({} meters, {})", a.meters, if a.hdlc { "HDLC" } else { "wrapper" });
         let shutdown = async {

@@ -510,6 +510,18 @@ impl Poller for DlmsPoller {
         "dlms"
     }
 
+    fn prepare<'a>(&'a self, targets: &'a [Target]) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let (DlmsAuth::Gmac, Some(c)) = (self.cfg.auth, &self.counters) {
+                let ids: Vec<i32> = targets.iter().map(|t| t.meter_id).collect();
+                if let Err(e) = c.prefetch(&ids, COUNTERS_PER_SESSION).await {
+                    // Sessions then reserve one by one.
+                    tracing::warn!(error = %e, "invocation counters not reserved for the round");
+                }
+            }
+        })
+    }
+
     fn poll<'a>(
         &'a self,
         target: &'a Target,

@@ -150,6 +150,41 @@ impl Counters {
         self.reserve(meter_id, i64::from(n.max(1)), Some(i64::from(meter_expects))).await
     }
 
+    /// Reserves a block for every meter given that has none left for `n` counters, in one statement
+    /// per 10,000 meters (a round's first contacts would otherwise be one commit each).
+    pub async fn prefetch(&self, meter_ids: &[i32], n: u32) -> anyhow::Result<()> {
+        let n = i64::from(n.max(1));
+        let size = BLOCK.max(n);
+        let wanted: Vec<i32> = {
+            let b = self.blocks.lock().unwrap_or_else(|p| p.into_inner());
+            meter_ids.iter().copied().filter(|id| b.get(id).is_none_or(|(next, end)| next + n > *end)).collect()
+        };
+        let client = self.pool.get().await?;
+        for chunk in wanted.chunks(10_000) {
+            let mut ids = chunk.to_vec();
+            // Key order, so concurrent replicas never wait on each other in opposite orders.
+            ids.sort_unstable();
+            let rows = client
+                .query(
+                    "INSERT INTO dlms_invocation_counters AS c (meter_id, client_sap, next_counter)
+                     SELECT id, $2, 1 + $3::bigint FROM unnest($1::int[]) AS id ORDER BY id
+                     ON CONFLICT (meter_id, client_sap) DO UPDATE
+                         SET next_counter = c.next_counter + $3::bigint, updated_at = now()
+                     RETURNING meter_id, next_counter - $3::bigint",
+                    &[&ids, &self.client_sap, &size],
+                )
+                .await?;
+            let mut b = self.blocks.lock().unwrap_or_else(|p| p.into_inner());
+            for r in rows {
+                let (id, start): (i32, i64) = (r.get(0), r.get(1));
+                if start + size <= i64::from(u32::MAX) {
+                    b.insert(id, (start, start + size));
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn reserve(&self, meter_id: i32, n: i64, at_least: Option<i64>) -> anyhow::Result<u32> {
         let size = BLOCK.max(n);
         let client = self.pool.get().await?;

@@ -120,6 +120,13 @@ pub trait Poller: Send + Sync + 'static {
         tasks: &'a Tasks,
         known: Option<&'a Capabilities>,
     ) -> BoxFuture<'a, Result<Collected, PollError>>;
+
+    /// Called once before a round's sessions start, with the round's meters: a chance to do in a few
+    /// statements what each session would otherwise do alone (e.g. reserving invocation counters).
+    fn prepare<'a>(&'a self, targets: &'a [Target]) -> BoxFuture<'a, ()> {
+        let _ = targets;
+        Box::pin(async {})
+    }
 }
 
 /// An operator's command to a meter.

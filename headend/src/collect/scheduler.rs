@@ -254,6 +254,7 @@ async fn round(
 ) -> anyhow::Result<RoundSummary> {
     let started = Instant::now();
     let targets = targets(shared, group).await?;
+    poller.prepare(&targets).await;
     let mut sessions = JoinSet::new();
     let mut summary = RoundSummary { meters: targets.len(), ..RoundSummary::default() };
     // Session tasks alive at once (running, waiting for a slot or backing off): twice the session
