@@ -252,18 +252,8 @@ fn wait_stored_meters(p: &Pipeline, n: usize) {
 /// load-profile interval of the checked window and their four registers; the ledger agrees.
 fn check_round(p: &Pipeline, headend: &procs::Headend, missing: &BTreeSet<usize>, started: DateTime<Utc>) {
     let model = meter_sim::Model::with_meters(SEED, METERS);
-    let rows: Vec<(String, i16, DateTime<Utc>, i64, i16)> = p.rt.block_on(async {
-        let c = p.db.client().await.expect("db");
-        c.query(
-            "SELECT m.serial, r.channel_id, r.ts, r.value, r.flags FROM readings r JOIN meters m ON m.id = r.meter_id",
-            &[],
-        )
-        .await
-        .expect("rows")
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
-        .collect()
-    });
+    let rows: Vec<(String, i16, DateTime<Utc>, i64, i16)> =
+        p.stored().expect("rows").into_iter().map(|r| (r.serial, r.channel, r.ts, r.value, r.flags)).collect();
     // Every value is the model's value at its interval (registers: the last interval end at or
     // before their capture time).
     let mut profile: HashMap<usize, BTreeSet<(i16, DateTime<Utc>)>> = HashMap::new();
@@ -552,15 +542,8 @@ fn dlms_polling_over_hdlc_reads_every_meter() {
     wait_round(&headend, N, 0);
     wait_stored_meters(p, N);
     let model = meter_sim::Model::with_meters(SEED, N);
-    let rows: Vec<(String, i16, DateTime<Utc>, i64)> = p.rt.block_on(async {
-        let c = p.db.client().await.expect("db");
-        c.query("SELECT m.serial, r.channel_id, r.ts, r.value FROM readings r JOIN meters m ON m.id = r.meter_id", &[])
-            .await
-            .expect("rows")
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-            .collect()
-    });
+    let rows: Vec<(String, i16, DateTime<Utc>, i64)> =
+        p.stored().expect("rows").into_iter().map(|r| (r.serial, r.channel, r.ts, r.value)).collect();
     let mut profile_rows = 0;
     for (serial, ch, ts, v) in &rows {
         let i = model.index_of(serial).expect("serial");

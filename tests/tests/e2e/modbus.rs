@@ -179,18 +179,8 @@ fn wait_meters(p: &Pipeline, n: usize) -> usize {
 /// Every stored value is the model's value at its interval, as the meter's register map represents
 /// it (exact for integer registers, the nearest float for float registers).
 fn check_values(p: &Pipeline, model: &meter_sim::Model, maps: &BTreeMap<String, Arc<RegisterMap>>) {
-    let rows: Vec<(String, String, i16, DateTime<Utc>, i64)> = p.rt.block_on(async {
-        let c = p.db.client().await.expect("db");
-        c.query(
-            "SELECT m.serial, m.address, r.channel_id, r.ts, r.value FROM readings r JOIN meters m ON m.id = r.meter_id",
-            &[],
-        )
-        .await
-        .expect("rows")
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
-        .collect()
-    });
+    let rows: Vec<(String, String, i16, DateTime<Utc>, i64)> =
+        p.stored().expect("rows").into_iter().map(|r| (r.serial, r.address, r.channel, r.ts, r.value)).collect();
     assert!(!rows.is_empty());
     let mut channels = BTreeSet::new();
     for (serial, address, ch, ts, value) in rows {

@@ -30,6 +30,16 @@ pub struct Pipeline {
     headends: usize,
 }
 
+/// A stored reading as the tests look at it.
+pub struct Stored {
+    pub serial: String,
+    pub address: String,
+    pub channel: i16,
+    pub ts: DateTime<Utc>,
+    pub value: i64,
+    pub flags: i16,
+}
+
 pub fn ts(s: &str) -> DateTime<Utc> {
     s.parse().expect("RFC 3339 time")
 }
@@ -158,20 +168,38 @@ impl Pipeline {
         bail!("{last} of {n} readings stored after {limit:?}; dead letters: {:?}", self.dead_letters())
     }
 
+    /// Every stored reading with its meter's serial and address.
+    pub fn stored(&self) -> anyhow::Result<Vec<Stored>> {
+        self.rt.block_on(async {
+            let c = self.db.client().await?;
+            let rows = c
+                .query(
+                    "SELECT m.serial, COALESCE(m.address, ''), r.channel_id, r.ts, r.value, r.flags
+                     FROM readings r JOIN meters m ON m.id = r.meter_id",
+                    &[],
+                )
+                .await?;
+            anyhow::Ok(
+                rows.iter()
+                    .map(|r| Stored {
+                        serial: r.get(0),
+                        address: r.get(1),
+                        channel: r.get(2),
+                        ts: r.get(3),
+                        value: r.get(4),
+                        flags: r.get(5),
+                    })
+                    .collect(),
+            )
+        })
+    }
+
     /// Compares every stored reading with the model: same keys, same values, nothing more.
     pub fn verify(&self, from: &str, to: &str) -> anyhow::Result<usize> {
         let channels: Vec<ObisCode> = CHANNELS.split(',').map(|c| c.parse()).collect::<Result<_, _>>()?;
         let expected = crate::model::expected_rows(self.seed, self.meters, ts(from), ts(to), &channels)?;
-        let stored: Vec<crate::model::Row> = self.rt.block_on(async {
-            let c = self.db.client().await?;
-            let rows = c
-                .query(
-                    "SELECT m.serial, r.channel_id, r.ts, r.value FROM readings r JOIN meters m ON m.id = r.meter_id",
-                    &[],
-                )
-                .await?;
-            anyhow::Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
-        })?;
+        let stored: Vec<crate::model::Row> =
+            self.stored()?.into_iter().map(|r| (r.serial, r.channel, r.ts, r.value)).collect();
         let mut want: HashMap<(String, i16, DateTime<Utc>), i64> = HashMap::with_capacity(expected.len());
         for (serial, ch, t, v) in expected {
             want.insert((serial, ch, t), v);
