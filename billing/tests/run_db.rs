@@ -77,30 +77,38 @@ async fn registers(c: &Client, month: &BillingMonth, meter: i32, ch: i16, start_
     reading(c, meter, ch, month.end + q, start_wh + delta_wh + 17).await;
 }
 
+/// Inserts a building; its id.
+async fn building(c: &Client, code: &str, address: &str) -> i32 {
+    c.query_one(
+        "INSERT INTO buildings (code, address, municipality, region) VALUES ($1, $2, 'Vračar', 'belgrade') RETURNING id",
+        &[&code, &address],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// Inserts a meter installed on 2026-01-01 (a master when `household` is `None`); its id.
+async fn meter(c: &Client, serial: &str, building: i32, household: Option<i32>) -> i32 {
+    let kind = if household.is_some() { "household" } else { "master" };
+    c.query_one(
+        "INSERT INTO meters (serial, kind, protocol, building_id, household_id, installed_on)
+         VALUES ($1, $2, 'mqtt', $3, $4, '2026-01-01') RETURNING id",
+        &[&serial, &kind, &building, &household],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 async fn setup(period: &str) -> Fixture {
     let db = TestDatabase::create(&admin_url(), "billing").await.unwrap();
     let mut client = db.client().await.unwrap();
     headend::db::migrate(&mut client, headend::db::TimescaleMode::Off).await.unwrap();
     let month = BillingMonth::parse(period).unwrap();
     let c = &client;
-    let b: i32 = c
-        .query_one(
-            "INSERT INTO buildings (code, address, municipality, region)
-             VALUES ('B1', 'Njegoševa 1', 'Vračar', 'belgrade') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let master: i32 = c
-        .query_one(
-            "INSERT INTO meters (serial, kind, protocol, building_id, installed_on)
-             VALUES ('M0', 'master', 'mqtt', $1, '2026-01-01') RETURNING id",
-            &[&b],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let b = building(c, "B1", "Njegoševa 1").await;
+    let master = meter(c, "M0", b, None).await;
     let mut flats = Vec::new();
     let (mut svt, mut snt) = (0, 0);
     for (i, (code, area, residents, kw, vt, nt)) in FLATS.iter().enumerate() {
@@ -113,15 +121,7 @@ async fn setup(period: &str) -> Fixture {
             .await
             .unwrap()
             .get(0);
-        let m: i32 = c
-            .query_one(
-                "INSERT INTO meters (serial, kind, protocol, building_id, household_id, installed_on)
-                 VALUES ($1, 'household', 'mqtt', $2, $3, '2026-01-01') RETURNING id",
-                &[&format!("M{}", i + 1), &b, &h],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let m = meter(c, &format!("M{}", i + 1), b, Some(h)).await;
         let base = 1_000_000 * (i as i64 + 1);
         registers(c, &month, m, CH_VT, base, *vt).await;
         registers(c, &month, m, CH_NT, base / 2, *nt).await;
@@ -786,24 +786,8 @@ async fn an_hour_with_apartments_above_the_master_is_a_problem_of_that_building_
     let mut f = setup("2026-10").await;
     let c = &f.client;
     // A second building: master + one flat, consistent every hour.
-    let b2: i32 = c
-        .query_one(
-            "INSERT INTO buildings (code, address, municipality, region)
-             VALUES ('B2', 'Njegoševa 2', 'Vračar', 'belgrade') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let master2: i32 = c
-        .query_one(
-            "INSERT INTO meters (serial, kind, protocol, building_id, installed_on)
-             VALUES ('N0', 'master', 'mqtt', $1, '2026-01-01') RETURNING id",
-            &[&b2],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let b2 = building(c, "B2", "Njegoševa 2").await;
+    let master2 = meter(c, "N0", b2, None).await;
     let h9: i32 = c
         .query_one(
             "INSERT INTO households (code, building_id, apartment, floor_area_m2, residents, approved_power_kw, tariff)
@@ -813,15 +797,7 @@ async fn an_hour_with_apartments_above_the_master_is_a_problem_of_that_building_
         .await
         .unwrap()
         .get(0);
-    let flat2: i32 = c
-        .query_one(
-            "INSERT INTO meters (serial, kind, protocol, building_id, household_id, installed_on)
-             VALUES ('N1', 'household', 'mqtt', $1, $2, '2026-01-01') RETURNING id",
-            &[&b2, &h9],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let flat2 = meter(c, "N1", b2, Some(h9)).await;
     let month = f.month;
     for (m, start, vt, nt) in [(flat2, 5_000_000, 100_000, 50_000), (master2, 9_000_000, 300_000, 150_000)] {
         registers(c, &month, m, CH_VT, start, vt).await;

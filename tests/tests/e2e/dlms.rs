@@ -191,14 +191,7 @@ fn dlms_polling_with_faults_stores_the_model_and_backfills_the_gaps() {
     while !missing.is_empty() {
         assert!(round < 6, "meters still missing after {round} rounds: {missing:?}");
         let polled = missing.len();
-        let (status, body) = procs::http_post(
-            headend.http,
-            "/api/v1/collect/rounds",
-            &[("Authorization", &format!("Bearer {TOKEN}"))],
-            "",
-        )
-        .expect("POST rounds");
-        assert_eq!(status, 202, "{body}");
+        crate::pipeline::start_round(&headend, TOKEN);
         missing = failed_in(round, &missing);
         sessions += polled;
         failures += missing.len();

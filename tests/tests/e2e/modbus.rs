@@ -121,14 +121,7 @@ fn modbus_meters_polled_with_faults_store_the_model_and_fill_up() {
     let mut polled = METERS;
     for round in 0..6 {
         if round > 0 {
-            let (status, body) = procs::http_post(
-                headend.http,
-                "/api/v1/collect/rounds",
-                &[("Authorization", &format!("Bearer {TOKEN}"))],
-                "",
-            )
-            .expect("POST rounds");
-            assert_eq!(status, 202, "{body}");
+            crate::pipeline::start_round(&headend, TOKEN);
         }
         sessions += polled;
         let failed = crate::pipeline::wait_round(&headend, "modbus", sessions);

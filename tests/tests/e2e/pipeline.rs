@@ -266,3 +266,11 @@ pub fn wait_round(headend: &Headend, group: &str, sessions: usize) -> usize {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Starts a polling round now through the operator API (`POST /api/v1/collect/rounds`).
+pub fn start_round(headend: &Headend, token: &str) {
+    let auth = format!("Bearer {token}");
+    let (status, body) =
+        procs::http_post(headend.http, "/api/v1/collect/rounds", &[("Authorization", &auth)], "").expect("POST rounds");
+    assert_eq!(status, 202, "{body}");
+}
