@@ -66,40 +66,46 @@ pub async fn run(pool: Pool, mut rx: mpsc::Receiver<SessionReport>, every: Durat
 async fn write(pool: &Pool, reports: &[SessionReport]) -> anyhow::Result<()> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    // The last report of a meter wins; keep the order of the key for lock ordering.
-    let mut latest: Vec<&SessionReport> = reports.iter().collect();
-    latest.sort_by_key(|r| (r.meter_id, r.at));
-    latest.dedup_by(|later, earlier| {
-        if later.meter_id == earlier.meter_id {
-            std::mem::swap(later, earlier);
-            true
-        } else {
-            false
+    // Per meter: the last report decides the status; the batch's last success and its trailing
+    // failures carry over. Meters in key order, for lock ordering.
+    let mut sorted: Vec<&SessionReport> = reports.iter().collect();
+    sorted.sort_by_key(|r| (r.meter_id, r.at));
+    let mut caps: Vec<(i32, &str, &Capabilities)> = Vec::new();
+    let (mut ids, mut at, mut err, mut dev, mut flagged) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut success, mut fails) = (Vec::new(), Vec::new());
+    for group in sorted.chunk_by(|a, b| a.meter_id == b.meter_id) {
+        let Some(last) = group.last() else { continue };
+        let ok = group.iter().rev().find(|r| r.error.is_none()).map(|r| r.at);
+        let trailing = group.iter().rev().take_while(|r| r.error.is_some()).count();
+        ids.push(last.meter_id);
+        at.push(last.at);
+        err.push(last.error.as_deref());
+        dev.push(group.iter().rev().find_map(|r| r.clock_deviation_ms));
+        flagged.push(group.iter().rev().find(|r| r.clock_deviation_ms.is_some()).is_some_and(|r| r.clock_flagged));
+        success.push(ok);
+        fails.push(i32::try_from(trailing).unwrap_or(i32::MAX));
+        if let Some((p, c)) = group.iter().rev().find_map(|r| r.capabilities.as_ref()) {
+            caps.push((last.meter_id, *p, c));
         }
-    });
-    let ids: Vec<i32> = latest.iter().map(|r| r.meter_id).collect();
-    let at: Vec<DateTime<Utc>> = latest.iter().map(|r| r.at).collect();
-    let err: Vec<Option<&str>> = latest.iter().map(|r| r.error.as_deref()).collect();
-    let dev: Vec<Option<i64>> = latest.iter().map(|r| r.clock_deviation_ms).collect();
-    let flagged: Vec<bool> = latest.iter().map(|r| r.clock_flagged).collect();
+    }
     tx.execute(
         "INSERT INTO meter_poll_status AS s
              (meter_id, last_attempt_at, last_success_at, last_error, consecutive_failures, clock_deviation_ms, clock_flagged)
-         SELECT id, at, CASE WHEN err IS NULL THEN at END, err, CASE WHEN err IS NULL THEN 0 ELSE 1 END, dev, flagged
-         FROM unnest($1::int[], $2::timestamptz[], $3::text[], $4::bigint[], $5::bool[]) AS u(id, at, err, dev, flagged)
+         SELECT id, at, ok, err, fails, dev, flagged
+         FROM unnest($1::int[], $2::timestamptz[], $3::text[], $4::bigint[], $5::bool[], $6::timestamptz[],
+                     $7::int[]) AS u(id, at, err, dev, flagged, ok, fails)
          ON CONFLICT (meter_id) DO UPDATE SET
              last_attempt_at = EXCLUDED.last_attempt_at,
              last_success_at = COALESCE(EXCLUDED.last_success_at, s.last_success_at),
              last_error = EXCLUDED.last_error,
-             consecutive_failures = CASE WHEN EXCLUDED.last_error IS NULL THEN 0 ELSE s.consecutive_failures + 1 END,
+             consecutive_failures = CASE WHEN EXCLUDED.last_success_at IS NOT NULL THEN EXCLUDED.consecutive_failures
+                                         ELSE s.consecutive_failures + EXCLUDED.consecutive_failures END,
              clock_deviation_ms = COALESCE(EXCLUDED.clock_deviation_ms, s.clock_deviation_ms),
              clock_flagged = CASE WHEN EXCLUDED.clock_deviation_ms IS NULL THEN s.clock_flagged ELSE EXCLUDED.clock_flagged END",
-        &[&ids, &at, &err, &dev, &flagged],
+        &[&ids, &at, &err, &dev, &flagged, &success, &fails],
     )
     .await?;
 
-    let caps: Vec<(i32, &str, &Capabilities)> =
-        latest.iter().filter_map(|r| r.capabilities.as_ref().map(|(p, c)| (r.meter_id, *p, c))).collect();
     if !caps.is_empty() {
         let ids: Vec<i32> = caps.iter().map(|c| c.0).collect();
         let proto: Vec<&str> = caps.iter().map(|c| c.1).collect();
@@ -174,4 +180,85 @@ pub async fn load_capabilities(
             (r.get(0), caps)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::testdb::TestDb;
+
+    fn report(meter_id: i32, at: &str, error: Option<&str>, dev: Option<i64>) -> SessionReport {
+        SessionReport {
+            meter_id,
+            at: at.parse().expect("ts"),
+            error: error.map(str::to_string),
+            clock_deviation_ms: dev,
+            clock_flagged: dev.is_some_and(|d| d.abs() > 10_000),
+            capabilities: None,
+            events: Vec::new(),
+            source: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_keeps_the_last_status_the_last_success_and_counts_failures_in_a_row() {
+        let db = TestDb::new().await;
+        let c = db.migrated().await;
+        c.batch_execute(
+            "INSERT INTO buildings (code, address, municipality, region) VALUES ('B', 'A', 'M', 'belgrade');
+             INSERT INTO meters (serial, kind, protocol, building_id, installed_on)
+             SELECT 'X1', 'master', 'dlms', id, '2026-01-01' FROM buildings",
+        )
+        .await
+        .expect("inventory");
+        let id: i32 = c.query_one("SELECT id FROM meters", &[]).await.expect("meter").get(0);
+        let pool = crate::app::pool(&db.url, 2).expect("pool");
+        let status = || async {
+            let r = c
+                .query_one(
+                    "SELECT last_success_at, last_error, consecutive_failures, clock_deviation_ms, clock_flagged
+                     FROM meter_poll_status",
+                    &[],
+                )
+                .await
+                .expect("status");
+            let ok: Option<DateTime<Utc>> = r.get(0);
+            (
+                ok.map(|t| t.to_rfc3339()),
+                r.get::<_, Option<String>>(1),
+                r.get::<_, i32>(2),
+                r.get::<_, Option<i64>>(3),
+                r.get::<_, bool>(4),
+            )
+        };
+        // A success, then a failure in the same batch: the success is kept, one failure in a row.
+        write(
+            &pool,
+            &[
+                report(id, "2026-11-24T10:00:00Z", None, Some(20_000)),
+                report(id, "2026-11-24T10:05:00Z", Some("timeout: x"), None),
+            ],
+        )
+        .await
+        .expect("write");
+        assert_eq!(
+            status().await,
+            (Some("2026-11-24T10:00:00+00:00".into()), Some("timeout: x".into()), 1, Some(20_000), true)
+        );
+        // Two more failures: three in a row; the clock reading stays.
+        write(
+            &pool,
+            &[
+                report(id, "2026-11-24T11:00:00Z", Some("refused: y"), None),
+                report(id, "2026-11-24T11:05:00Z", Some("refused: y"), None),
+            ],
+        )
+        .await
+        .expect("write");
+        assert_eq!(status().await.2, 3);
+        assert_eq!(status().await.3, Some(20_000));
+        // A success resets the count and clears the error.
+        write(&pool, &[report(id, "2026-11-24T12:00:00Z", None, Some(1_000))]).await.expect("write");
+        assert_eq!(status().await, (Some("2026-11-24T12:00:00+00:00".into()), None, 0, Some(1_000), false));
+    }
 }
