@@ -101,6 +101,13 @@ async fn meter(c: &Client, serial: &str, building: i32, household: Option<i32>) 
     .get(0)
 }
 
+/// Deletes a meter's VT register readings from `from` on (a reading that has not arrived).
+async fn forget_vt_from(c: &Client, meter: i32, from: DateTime<Utc>) {
+    c.execute("DELETE FROM readings WHERE meter_id = $1 AND channel_id = $2 AND ts >= $3", &[&meter, &CH_VT, &from])
+        .await
+        .unwrap();
+}
+
 async fn setup(period: &str) -> Fixture {
     let db = TestDatabase::create(&admin_url(), "billing").await.unwrap();
     let mut client = db.client().await.unwrap();
@@ -300,13 +307,7 @@ async fn a_missing_boundary_reading_is_interpolated_between_the_readings_around_
     let (h3, m3) = f.flats[2];
     // Flat 3's VT register at the period end is missing (and its decoys); readings 1 h before and 1 h after it
     // (a 2 h gap, within the 3 h interpolation limit) carry 400 Wh between them.
-    f.client
-        .execute(
-            "DELETE FROM readings WHERE meter_id = $1 AND channel_id = $2 AND ts >= $3",
-            &[&m3, &CH_VT, &(f.month.end - Duration::hours(1))],
-        )
-        .await
-        .unwrap();
+    forget_vt_from(&f.client, m3, f.month.end - Duration::hours(1)).await;
     let end_vt = 3_000_000 + FLATS[2].4;
     reading(&f.client, m3, CH_VT, f.month.end - Duration::hours(1), end_vt - 100).await;
     reading(&f.client, m3, CH_VT, f.month.end + Duration::hours(1), end_vt + 300).await;
@@ -342,13 +343,7 @@ async fn a_missing_boundary_reading_is_interpolated_between_the_readings_around_
 async fn a_long_gap_at_the_period_end_is_estimated_from_like_days() {
     let mut f = setup("2026-10").await;
     let (h3, m3) = f.flats[2];
-    f.client
-        .execute(
-            "DELETE FROM readings WHERE meter_id = $1 AND channel_id = $2 AND ts >= $3",
-            &[&m3, &CH_VT, &(f.month.end - Duration::hours(1))],
-        )
-        .await
-        .unwrap();
+    forget_vt_from(&f.client, m3, f.month.end - Duration::hours(1)).await;
     // The last actual VT reading is 24 h before the end (local midnight of Oct 31); nothing after it.
     let end_vt = 3_000_000 + FLATS[2].4;
     let last = f.month.end - Duration::hours(24);

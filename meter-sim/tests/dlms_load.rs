@@ -47,14 +47,12 @@ fn open_file_limit() -> usize {
         .unwrap_or(1024)
 }
 
-#[test]
-fn thousands_of_concurrent_sessions_reach_the_right_meters() {
-    const METERS: usize = 205_000;
-    // 3,000 sessions, fewer when the open-file limit is low (client and server each hold one per session).
-    let concurrent = open_file_limit().saturating_sub(100).clamp(100, 3000);
+/// Starts `meter-sim dlms` for `meters` meters on a free port and waits until it says it listens: the
+/// child and its port.
+fn spawn_sim(meters: usize) -> (std::process::Child, u16) {
     let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_meter-sim"))
-        .args(["dlms", "--meters", &METERS.to_string(), "--seed", "5", "--port", &port.to_string(), "--no-progress"])
+        .args(["dlms", "--meters", &meters.to_string(), "--seed", "5", "--port", &port.to_string(), "--no-progress"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -62,6 +60,15 @@ fn thousands_of_concurrent_sessions_reach_the_right_meters() {
     let mut line = String::new();
     BufReader::new(child.stderr.take().expect("stderr")).read_line(&mut line).expect("read");
     assert!(line.contains("listening"), "{line}");
+    (child, port)
+}
+
+#[test]
+fn thousands_of_concurrent_sessions_reach_the_right_meters() {
+    const METERS: usize = 205_000;
+    // 3,000 sessions, fewer when the open-file limit is low (client and server each hold one per session).
+    let concurrent = open_file_limit().saturating_sub(100).clamp(100, 3000);
+    let (child, port) = spawn_sim(METERS);
     let pid = child.id();
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
@@ -114,15 +121,7 @@ fn thousands_of_concurrent_sessions_reach_the_right_meters() {
 #[ignore = "a full 205,000-meter round; run explicitly"]
 fn a_full_round_of_205000_meters() {
     const METERS: usize = 205_000;
-    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meter-sim"))
-        .args(["dlms", "--meters", &METERS.to_string(), "--seed", "5", "--port", &port.to_string(), "--no-progress"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("meter-sim dlms");
-    let mut line = String::new();
-    BufReader::new(child.stderr.take().expect("stderr")).read_line(&mut line).expect("read");
+    let (child, port) = spawn_sim(METERS);
     let started = std::time::Instant::now();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {
