@@ -18,16 +18,21 @@ import csv
 import io
 import datetime
 import json
+import pathlib
 import sys
 import time
 
-from gurux_common import ReceiveParameters
-from gurux_dlms import GXByteBuffer, GXReplyData
+from gurux_dlms import GXReplyData
 from gurux_dlms.enums import Authentication, InterfaceType, Security
 from gurux_dlms.objects import GXDLMSClock, GXDLMSProfileGeneric, GXDLMSRegister
 from gurux_dlms.secure import GXDLMSSecureClient
 from gurux_net import GXNet
 from gurux_net.enums import NetworkType
+
+# The reader loop (send, receive until getData completes, receiverReady for more blocks) is the
+# interoperability test's.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[3] / "meter-sim" / "tests" / "peers"))
+from gurux_read import Reader  # noqa: E402
 
 REGISTERS = ["1.0.1.8.0.255", "1.0.1.8.1.255", "1.0.1.8.2.255", "1.0.2.8.0.255"]
 
@@ -35,46 +40,6 @@ REGISTERS = ["1.0.1.8.0.255", "1.0.1.8.1.255", "1.0.1.8.2.255", "1.0.2.8.0.255"]
 def loopback(i):
     v = 0x7F000000 | ((i % ((1 << 24) - 3)) + 2)
     return "%d.%d.%d.%d" % (v >> 24, (v >> 16) & 255, (v >> 8) & 255, v & 255)
-
-
-class Reader:
-    """Send, receive until getData completes, receiverReady for more blocks (Gurux's GXDLMSReader)."""
-
-    def __init__(self, client, media):
-        self.client = client
-        self.media = media
-
-    def packet(self, data, reply):
-        notify = GXReplyData()
-        p = ReceiveParameters()
-        p.waitTime = 10000
-        p.eop = None
-        p.count = 8
-        rd = GXByteBuffer()
-        with self.media.getSynchronous():
-            self.media.send(data)
-            if not self.media.receive(p):
-                raise TimeoutError("no reply")
-            rd.set(p.reply)
-            while not self.client.getData(rd, reply, notify):
-                p.reply = None
-                if notify.data.size != 0:
-                    notify.clear()
-                p.count = max(1, self.client.getFrameSize(rd))
-                if not self.media.receive(p):
-                    raise TimeoutError("reply incomplete")
-                rd.set(p.reply)
-        if reply.error != 0:
-            raise RuntimeError("DLMS error %d" % reply.error)
-
-    def block(self, data, reply):
-        if isinstance(data, (bytes, bytearray)):
-            data = [data]
-        for it in data:
-            reply.clear()
-            self.packet(it, reply)
-            while reply.isMoreData():
-                self.packet(self.client.receiverReady(reply), reply)
 
 
 def session(args, keys, index, ic):
@@ -95,12 +60,12 @@ def session(args, keys, index, ic):
     rows = 0
     try:
         reply = GXReplyData()
-        r.block(c.aarqRequest(), reply)
+        r.read_block(c.aarqRequest(), reply)
         c.parseAareResponse(reply.data)
         if args.auth == "gmac":
             reply.clear()
             for it in c.getApplicationAssociationRequest():
-                r.packet(it, reply)
+                r.read_packet(it, reply)
             c.parseApplicationAssociationResponse(reply.data)
         clock = GXDLMSClock("0.0.1.0.0.255")
         regs = [GXDLMSRegister(o) for o in REGISTERS]
@@ -109,21 +74,21 @@ def session(args, keys, index, ic):
         values = []
         for msg in c.readList(items):
             reply = GXReplyData()
-            r.block(msg, reply)
+            r.read_block(msg, reply)
             values.extend(reply.value)
         c.updateValues(items, values)
         now = datetime.datetime.now(datetime.timezone.utc)
         start = now - datetime.timedelta(minutes=args.history_minutes)
         reply = GXReplyData()
-        r.block(c.readRowsByRange(pg, start, now), reply)
+        r.read_block(c.readRowsByRange(pg, start, now), reply)
         rows += len(c.updateValue(pg, 2, reply.value) or [])
         ev = GXDLMSProfileGeneric("0.0.99.98.0.255")
         ev.addCaptureObject(clock, 2, 0)
         reply = GXReplyData()
-        r.block(c.readRowsByRange(ev, start, now), reply)
+        r.read_block(c.readRowsByRange(ev, start, now), reply)
     finally:
         try:
-            r.block(c.releaseRequest(), GXReplyData())
+            r.read_block(c.releaseRequest(), GXReplyData())
         except Exception:  # noqa: BLE001 - best effort, like the head-end's
             pass
         media.close()
