@@ -104,15 +104,10 @@ pub async fn serve(
         upkeep_stop.clone(),
     ));
 
-    let state = AppState {
-        pool,
-        metrics,
-        mqtt: mqtt_state,
-        accepting: accepting.clone(),
-        cfg: cfg.http.clone(),
-        commander: pollers.commander.clone(),
-        poll_now: cfg.collect.enabled.then(|| Arc::new(poll_now)),
-    };
+    let mut state =
+        AppState::new(pool, metrics, mqtt_state, accepting.clone(), cfg.http.clone(), cfg.auth.clone());
+    state.commander = pollers.commander.clone();
+    state.poll_now = cfg.collect.enabled.then(|| Arc::new(poll_now));
     let listener =
         tokio::net::TcpListener::bind(cfg.http.listen).await.with_context(|| format!("binding {}", cfg.http.listen))?;
     let addr = listener.local_addr()?;
@@ -124,7 +119,9 @@ pub async fn serve(
     let http_task = {
         let stop = http_stop.clone();
         tokio::spawn(async move {
-            axum::serve(listener, http::router(state)).with_graceful_shutdown(stop.cancelled_owned()).await
+            // The peer address feeds login throttling (auth.attempts_per_minute).
+            let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
         })
     };
 

@@ -24,6 +24,7 @@ pub struct HeadendConfig {
     pub ingest: IngestConfig,
     pub storage: StorageConfig,
     pub http: HttpConfig,
+    pub auth: AuthConfig,
     pub log: LogConfig,
     pub collect: CollectConfig,
     pub dlms: DlmsConfig,
@@ -209,9 +210,9 @@ pub struct HttpConfig {
     pub max_query_span: Duration,
     /// Most rows one readings request returns.
     pub max_rows: usize,
-    /// Bearer token for operator commands (remote disconnect/reconnect). Unset: commands are off.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub operator_token: Option<String>,
+    /// Most concurrent requests served at once by the API and the pages (beyond: 503 at once), so
+    /// that portal traffic cannot take the database connections the ingest path needs.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for HttpConfig {
@@ -220,7 +221,52 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_query_span: Duration::from_secs(93 * 86_400),
             max_rows: 100_000,
-            operator_token: None,
+            max_concurrent_requests: 256,
+        }
+    }
+}
+
+/// Accounts, sessions and API tokens (households, operators, admins).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// A session ends after this long without a request.
+    #[serde(with = "humantime_serde")]
+    pub session_idle: Duration,
+    /// A session ends this long after login, however active.
+    #[serde(with = "humantime_serde")]
+    pub session_max: Duration,
+    /// Mark cookies `Secure` (sent over HTTPS only). On wherever the head-end is behind TLS.
+    pub secure_cookies: bool,
+    /// Failed logins in a row after which an account is locked for `lockout`.
+    pub max_failed_logins: u32,
+    #[serde(with = "humantime_serde")]
+    pub lockout: Duration,
+    /// Login and activation attempts per client address per minute (each replica counts its own).
+    pub attempts_per_minute: u32,
+    /// Take the client address from this header (e.g. `x-forwarded-for`, its first entry) — only
+    /// behind a proxy that sets it. Unset: the TCP peer address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ip_header: Option<String>,
+    /// How long an activation code (invitation) stays valid.
+    #[serde(with = "humantime_serde")]
+    pub invite_valid: Duration,
+    /// Shortest password accepted.
+    pub min_password_len: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            session_idle: Duration::from_secs(2 * 3600),
+            session_max: Duration::from_secs(12 * 3600),
+            secure_cookies: false,
+            max_failed_logins: 5,
+            lockout: Duration::from_secs(15 * 60),
+            attempts_per_minute: 20,
+            client_ip_header: None,
+            invite_valid: Duration::from_secs(30 * 86_400),
+            min_password_len: 10,
         }
     }
 }
@@ -543,6 +589,15 @@ impl HeadendConfig {
 }
 
 impl HeadendConfig {
+    /// This configuration with every secret masked: what `headend config` prints. Secrets today are
+    /// the passwords inside `database.url` and `mqtt.url` (user:password@host, or `password=`).
+    pub fn redacted(&self) -> HeadendConfig {
+        let mut c = self.clone();
+        c.database.url = redact_url(&c.database.url);
+        c.mqtt.url = redact_url(&c.mqtt.url);
+        c
+    }
+
     /// Loads defaults, then `file` (when given), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         Self::load_with(file, "HEADEND_", CONVENTIONAL)
@@ -576,6 +631,38 @@ impl HeadendConfig {
 
 /// Conventional variables every binary honours, and the keys they fill.
 const CONVENTIONAL: &[(&str, &str)] = &[("DATABASE_URL", "database.url"), ("MQTT_URL", "mqtt.url")];
+
+/// `scheme://user:password@host/…?password=…` (or libpq's `key=value` form) with the passwords
+/// replaced by `********`. Anything that cannot be parsed is masked whole rather than leaked.
+pub fn redact_url(url: &str) -> String {
+    const MASK: &str = "********";
+    let mask_params = |s: &str, sep: char| -> String {
+        s.split(sep)
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.trim().eq_ignore_ascii_case("password") => format!("{k}={MASK}"),
+                _ => kv.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(&sep.to_string())
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // libpq keyword/value form: host=… password=…
+        return if url.contains('=') { mask_params(url, ' ') } else { url.to_owned() };
+    };
+    let (authority, tail) = rest.find(['/', '?']).map_or((rest, ""), |i| rest.split_at(i));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:{MASK}@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => format!("{path}?{}", mask_params(query, '&')),
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
 
 #[cfg(test)]
 mod tests {
@@ -641,5 +728,34 @@ mod tests {
             assert!(HeadendConfig::load(Some(Path::new("bad2.toml"))).is_err());
             Ok(())
         });
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_masked() {
+        for (url, want) in [
+            ("postgres://hes:S3cret@db:5432/headend", "postgres://hes:********@db:5432/headend"),
+            ("postgres://hes:S3cret@db", "postgres://hes:********@db"),
+            ("postgres://db/headend?user=hes&password=S3cret", "postgres://db/headend?user=hes&password=********"),
+            ("host=db user=hes password=S3cret dbname=h", "host=db user=hes password=******** dbname=h"),
+            ("mqtt://meter:p%40ss:word@broker:1883", "mqtt://meter:********@broker:1883"),
+            ("postgres://postgres@127.0.0.1:5432/headend", "postgres://postgres@127.0.0.1:5432/headend"),
+        ] {
+            assert_eq!(redact_url(url), want);
+        }
+    }
+
+    #[test]
+    fn the_printed_configuration_holds_no_secret() {
+        let mut cfg = HeadendConfig::default();
+        cfg.database.url = "postgres://hes:S3cret-db@db/headend".into();
+        cfg.mqtt.url = "mqtt://hes:S3cret-mqtt@broker:1883".into();
+        let printed = toml::to_string_pretty(&cfg.redacted()).expect("toml");
+        assert!(!printed.contains("S3cret"), "{printed}");
+        assert!(printed.contains("postgres://hes:********@db/headend"), "{printed}");
     }
 }

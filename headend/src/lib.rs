@@ -1,7 +1,9 @@
 //! The head-end: collects meter readings (MQTT today; DLMS and Modbus to come) and stores them in
 //! PostgreSQL/TimescaleDB. See ARCHITECTURE.md for the map.
 
+pub mod api;
 pub mod app;
+pub mod auth;
 pub mod collect;
 pub mod config;
 pub mod db;
@@ -14,6 +16,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod modbus;
 pub mod mqtt;
+pub mod web;
 pub mod writer;
 
 /// Helpers shared by unit tests.

@@ -1,4 +1,4 @@
-//! The `headend` binary: `serve`, `migrate`, `inventory import`, `config`, `meter read`, `dlms decode`.
+//! The `headend` binary: `serve`, `migrate`, `inventory import`, `config`, `account …`, `meter read`, `dlms decode`.
 
 use std::path::PathBuf;
 
@@ -45,6 +45,134 @@ enum Command {
         #[command(subcommand)]
         command: DlmsCommand,
     },
+    /// Accounts of households, operators and admins; API tokens.
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Print a one-time activation code for a household (printable on the invoice): the household
+    /// chooses its username and password at /activate.
+    Invite {
+        /// Household code (inventory).
+        #[arg(long)]
+        household: String,
+    },
+    /// Create an account. Without --password-stdin it waits for activation and the one-time code is
+    /// printed; with it, the password is read from the first line of standard input.
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long, value_parser = ["household", "operator", "admin"])]
+        role: String,
+        /// Household codes a household account may see (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',')]
+        household: Vec<String>,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password (read from standard input) and end the account's sessions.
+    Password {
+        #[arg(long)]
+        username: String,
+    },
+    /// Print a new API token for an account (shown once; the head-end keeps only its digest).
+    Token {
+        #[arg(long)]
+        username: String,
+        /// What it is for; unique per account.
+        #[arg(long)]
+        name: String,
+        /// Lifetime, e.g. 90days; default: no expiry.
+        #[arg(long)]
+        expires: Option<humantime::Duration>,
+    },
+    /// Revoke an API token.
+    Revoke {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Disable an account: its sessions end and its tokens stop working.
+    Disable {
+        #[arg(long)]
+        username: String,
+    },
+    /// List accounts (no secrets) as JSON lines.
+    List,
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("reading the password from standard input")?;
+    let p = line.trim_end_matches(['\r', '\n']).to_owned();
+    anyhow::ensure!(!p.is_empty(), "no password on standard input");
+    Ok(p)
+}
+
+async fn account(cfg: &HeadendConfig, command: AccountCommand) -> anyhow::Result<()> {
+    use headend::auth::store::{self, InviteFor};
+    use headend::auth::Role;
+    let c = db::connect_retrying(&cfg.database.url, cfg.database.connect_timeout)
+        .await
+        .context("connecting to the database")?;
+    let min = cfg.auth.min_password_len;
+    let days = cfg.auth.invite_valid.as_secs() / 86_400;
+    match command {
+        AccountCommand::Invite { household } => {
+            let code = store::create_invite(&c, &InviteFor::Household(household.clone()), "cli", cfg.auth.invite_valid).await?;
+            println!("{}", serde_json::json!({"household": household, "activation_code": code, "expires_in_days": days}));
+        }
+        AccountCommand::Create { username, role, household, password_stdin } => {
+            let role = Role::parse(&role).context("role")?;
+            anyhow::ensure!(household.is_empty() || role == Role::Household, "--household is for household accounts");
+            let password = if password_stdin { Some(read_password()?) } else { None };
+            store::create_account(&c, &username, role, password.as_deref(), min).await?;
+            for h in &household {
+                store::link_household(&c, &username, h).await?;
+            }
+            if password.is_none() {
+                let code = store::create_invite(&c, &InviteFor::Account(username.clone()), "cli", cfg.auth.invite_valid).await?;
+                println!("{}", serde_json::json!({"username": username, "role": role, "activation_code": code, "expires_in_days": days}));
+            } else {
+                println!("{}", serde_json::json!({"username": username, "role": role, "active": true}));
+            }
+        }
+        AccountCommand::Password { username } => {
+            store::set_password(&c, &username, &read_password()?, min).await?;
+            println!("{}", serde_json::json!({"username": username, "password": "set"}));
+        }
+        AccountCommand::Token { username, name, expires } => {
+            let token = store::create_token(&c, &username, &name, expires.map(Into::into)).await?;
+            println!("{}", serde_json::json!({"username": username, "name": name, "token": token}));
+        }
+        AccountCommand::Revoke { username, name } => {
+            store::revoke_token(&c, &username, &name).await?;
+            println!("{}", serde_json::json!({"username": username, "name": name, "revoked": true}));
+        }
+        AccountCommand::Disable { username } => {
+            store::disable(&c, &username).await?;
+            println!("{}", serde_json::json!({"username": username, "disabled": true}));
+        }
+        AccountCommand::List => {
+            let mut page = 0;
+            loop {
+                let rows = store::list(&c, 1000, page * 1000).await?;
+                for r in &rows {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+                if rows.len() < 1000 {
+                    break;
+                }
+                page += 1;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -260,9 +388,11 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Config => {
-            print!("{}", toml::to_string_pretty(&cfg)?);
+            // Passwords inside URLs are masked: this output ends up in tickets and chat.
+            print!("{}", toml::to_string_pretty(&cfg.redacted())?);
             Ok(())
         }
+        Command::Account { command } => account(&cfg, command).await,
         Command::Meter { command: MeterCommand::Read(args) } => {
             let req = args.request()?;
             let report = diag::read(&req).await.with_context(|| format!("session with {}:{}", req.host, req.port))?;

@@ -39,7 +39,13 @@ pub struct Metrics {
     pub clock_synced: IntCounter,
     pub read_rate: GaugeVec,
     pub dlms_push: IntCounterVec,
+    pub auth_failures: IntCounterVec,
+    pub logins: IntCounterVec,
+    pub http_rejected: IntCounter,
 }
+
+/// Label values of `headend_auth_failures_total`: why a request was not authenticated.
+pub const AUTH_FAILURES: [&str; 5] = ["bad_token", "bad_session", "csrf", "login_invalid", "login_locked"];
 
 /// Dead-letter reasons; the label values of `headend_dead_letters_total`.
 pub const DEAD_LETTER_REASONS: [&str; 11] = [
@@ -223,8 +229,35 @@ impl Metrics {
                 )
                 .expect("valid counter"),
             ),
+            auth_failures: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "headend_auth_failures_total",
+                        "Requests refused or not authenticated, by reason (bad token, bad session, CSRF, login)",
+                    ),
+                    &["reason"],
+                )
+                .expect("valid counter"),
+            ),
+            logins: reg(
+                &r,
+                IntCounterVec::new(Opts::new("headend_logins_total", "Successful logins, by role"), &["role"])
+                    .expect("valid counter"),
+            ),
+            http_rejected: reg(
+                &r,
+                IntCounter::new(
+                    "headend_http_rejected_total",
+                    "Requests refused at once because http.max_concurrent_requests were in progress",
+                )
+                .expect("valid counter"),
+            ),
             registry: r,
         };
+        for reason in AUTH_FAILURES {
+            m.auth_failures.with_label_values(&[reason]);
+        }
         for reason in DEAD_LETTER_REASONS {
             m.dead_letters.with_label_values(&[reason]);
         }

@@ -82,6 +82,7 @@ pub const MIGRATIONS: &[Migration] = &[
         },
     },
     Migration { version: 6, name: "collection", sql: Sql::Common(include_str!("../migrations/0006_collection.sql")) },
+    Migration { version: 7, name: "accounts", sql: Sql::Common(include_str!("../migrations/0007_accounts.sql")) },
 ];
 
 #[cfg(test)]

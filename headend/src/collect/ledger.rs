@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio_postgres::GenericClient;
 
 /// Completeness of one local day over the fleet.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ReadRate {
     pub day: NaiveDate,
     /// Meters in service that day.

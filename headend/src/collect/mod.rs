@@ -130,7 +130,7 @@ pub trait Poller: Send + Sync + 'static {
 }
 
 /// An operator's command to a meter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MeterCommand {
     /// Open the breaker (DLMS class 70 method 1 on 0.0.96.3.10.255).

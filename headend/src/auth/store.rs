@@ -1,0 +1,529 @@
+//! Accounts, sessions, API tokens and activation codes in PostgreSQL (migration 0007).
+//!
+//! Everything here is what the CLI (`headend account …`) and the HTTP layer share. Secrets leave
+//! this module only once, as return values to be shown to their owner; they are never logged.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use super::secret::{self, SecretError};
+use super::{Principal, Role, Via};
+
+/// An account operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The request is wrong in a way its author can fix; the message says how.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Why a login was refused. Both are shown to the person as the same message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginRefused {
+    /// Unknown user, wrong password, disabled or not yet activated.
+    Invalid,
+    /// Too many failures in a row; locked until the lock-out ends.
+    Locked,
+}
+
+/// Login throttling settings (from `AuthConfig`).
+#[derive(Debug, Clone, Copy)]
+pub struct Throttle {
+    pub max_failed: u32,
+    pub lockout: Duration,
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Usernames: lowercase letters, digits and `. _ @ -`, 3 to 64 characters (the table's CHECK).
+pub fn check_username(u: &str) -> Result<(), AuthError> {
+    let ok = (3..=64).contains(&u.len())
+        && u.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && u.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._@-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::Invalid("username: 3 to 64 lowercase letters, digits or . _ @ -, starting with a letter or digit".into()))
+    }
+}
+
+/// Passwords: at least `min` characters, at most 256, not the username.
+pub fn check_password(username: &str, password: &str, min: usize) -> Result<(), AuthError> {
+    let n = password.chars().count();
+    if n < min || n > 256 {
+        return Err(AuthError::Invalid(format!("password: {min} to 256 characters")));
+    }
+    if password.eq_ignore_ascii_case(username) {
+        return Err(AuthError::Invalid("password: must not be the username".into()));
+    }
+    Ok(())
+}
+
+async fn hash(password: String) -> Result<String, AuthError> {
+    tokio::task::spawn_blocking(move || secret::hash_password(&password))
+        .await
+        .map_err(|e| AuthError::Secret(SecretError::Hash(e.to_string())))?
+        .map_err(AuthError::from)
+}
+
+async fn verify(password: String, phc: Option<String>) -> bool {
+    tokio::task::spawn_blocking(move || {
+        let ok = secret::verify_password(&password, phc.as_deref().unwrap_or_else(|| secret::dummy_hash()));
+        ok && phc.is_some()
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Records an authentication event (`auth_events`). Never given a secret.
+pub async fn audit(
+    c: &Client,
+    account_id: Option<i32>,
+    username: Option<&str>,
+    event: &str,
+    client: Option<&str>,
+    detail: Option<&str>,
+) -> Result<(), AuthError> {
+    c.execute(
+        "INSERT INTO auth_events (account_id, username, event, client, detail) VALUES ($1, $2, $3, $4, $5)",
+        &[&account_id, &username, &event, &client, &detail],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Creates an account; with a password it is active at once, without one it waits for an
+/// activation code ([`create_invite`]). Returns its id.
+pub async fn create_account(
+    c: &Client,
+    username: &str,
+    role: Role,
+    password: Option<&str>,
+    min_password_len: usize,
+) -> Result<i32, AuthError> {
+    check_username(username)?;
+    let phc = match password {
+        Some(p) => {
+            check_password(username, p, min_password_len)?;
+            Some(hash(p.to_owned()).await?)
+        }
+        None => None,
+    };
+    let row = c
+        .query_opt(
+            "INSERT INTO accounts (username, role, password_hash, activated_at)
+             VALUES ($1, $2, $3, CASE WHEN $3::text IS NULL THEN NULL ELSE now() END)
+             ON CONFLICT (username) DO NOTHING RETURNING id",
+            &[&username, &role.as_str(), &phc],
+        )
+        .await?
+        .ok_or_else(|| AuthError::Conflict(format!("account {username} exists already")))?;
+    let id: i32 = row.get(0);
+    audit(c, Some(id), Some(username), "account_created", None, Some(role.as_str())).await?;
+    Ok(id)
+}
+
+/// Sets a new password (an admin's reset) and ends the account's sessions.
+pub async fn set_password(c: &Client, username: &str, password: &str, min: usize) -> Result<(), AuthError> {
+    check_password(username, password, min)?;
+    let phc = hash(password.to_owned()).await?;
+    let row = c
+        .query_opt(
+            "UPDATE accounts SET password_hash = $2, activated_at = COALESCE(activated_at, now()),
+                    failed_logins = 0, locked_until = NULL
+             WHERE username = $1 RETURNING id",
+            &[&username, &phc],
+        )
+        .await?
+        .ok_or_else(|| AuthError::NotFound(format!("no account {username}")))?;
+    let id: i32 = row.get(0);
+    c.execute("DELETE FROM web_sessions WHERE account_id = $1", &[&id]).await?;
+    audit(c, Some(id), Some(username), "password_set", None, None).await
+}
+
+/// Gives a household account access to a household (by its inventory code).
+pub async fn link_household(c: &Client, username: &str, household: &str) -> Result<(), AuthError> {
+    let n = c
+        .execute(
+            "INSERT INTO account_households (account_id, household_id)
+             SELECT a.id, h.id FROM accounts a, households h
+             WHERE a.username = $1 AND a.role = 'household' AND h.code = $2
+             ON CONFLICT DO NOTHING",
+            &[&username, &household],
+        )
+        .await?;
+    if n == 0 {
+        let known = c
+            .query_opt(
+                "SELECT 1 FROM accounts a, households h WHERE a.username = $1 AND a.role = 'household' AND h.code = $2",
+                &[&username, &household],
+            )
+            .await?;
+        if known.is_none() {
+            return Err(AuthError::NotFound(format!("no household account {username} or no household {household}")));
+        }
+    }
+    Ok(())
+}
+
+/// Whom an activation code is for.
+#[derive(Debug, Clone)]
+pub enum InviteFor {
+    /// A new household account for this household (inventory code); the person chooses a username.
+    Household(String),
+    /// An existing, not yet activated account (made by `headend account create`).
+    Account(String),
+}
+
+/// Creates a one-time activation code, valid for `valid`. Returns the code (shown once).
+pub async fn create_invite(c: &Client, whom: &InviteFor, created_by: &str, valid: Duration) -> Result<String, AuthError> {
+    let code = secret::new_activation_code()?;
+    let h = secret::digest(&secret::normalise_code(&code));
+    let n = match whom {
+        InviteFor::Household(hh) => {
+            c.execute(
+                "INSERT INTO account_invites (code_hash, household_id, created_by, expires_at)
+                 SELECT $1, id, $3, now() + make_interval(secs => $4) FROM households WHERE code = $2",
+                &[&h, hh, &created_by, &secs(valid)],
+            )
+            .await?
+        }
+        InviteFor::Account(u) => {
+            c.execute(
+                "INSERT INTO account_invites (code_hash, account_id, created_by, expires_at)
+                 SELECT $1, id, $3, now() + make_interval(secs => $4) FROM accounts
+                 WHERE username = $2 AND disabled_at IS NULL",
+                &[&h, u, &created_by, &secs(valid)],
+            )
+            .await?
+        }
+    };
+    if n == 0 {
+        return Err(AuthError::NotFound(match whom {
+            InviteFor::Household(hh) => format!("no household {hh} in the inventory"),
+            InviteFor::Account(u) => format!("no active account {u}"),
+        }));
+    }
+    let (what, who) = match whom {
+        InviteFor::Household(hh) => ("invite_created", hh.as_str()),
+        InviteFor::Account(u) => ("invite_created", u.as_str()),
+    };
+    audit(c, None, Some(who), what, None, Some(created_by)).await?;
+    Ok(code)
+}
+
+/// Redeems an activation code: a household code creates the account `username` (linked to its
+/// household) with `password`; an account code sets that account's password. One use only.
+/// Returns the activated account's id and username.
+pub async fn redeem_invite(
+    c: &mut Client,
+    code: &str,
+    username: Option<&str>,
+    password: &str,
+    min_password_len: usize,
+) -> Result<(i32, String), AuthError> {
+    let invalid = || AuthError::Invalid("this activation code is not valid (wrong, used or expired)".into());
+    let h = secret::digest(&secret::normalise_code(code));
+    let tx = c.transaction().await?;
+    let row = tx
+        .query_opt(
+            "SELECT household_id, account_id FROM account_invites
+             WHERE code_hash = $1 AND used_at IS NULL AND expires_at > now() FOR UPDATE",
+            &[&h],
+        )
+        .await?
+        .ok_or_else(invalid)?;
+    let household: Option<i32> = row.get(0);
+    let account: Option<i32> = row.get(1);
+    let (id, name) = match (household, account) {
+        (Some(hh), _) => {
+            let u = username.map(str::trim).unwrap_or_default().to_ascii_lowercase();
+            check_username(&u)?;
+            check_password(&u, password, min_password_len)?;
+            let phc = hash(password.to_owned()).await?;
+            let id: i32 = tx
+                .query_opt(
+                    "INSERT INTO accounts (username, role, password_hash, activated_at)
+                     VALUES ($1, 'household', $2, now()) ON CONFLICT (username) DO NOTHING RETURNING id",
+                    &[&u, &phc],
+                )
+                .await?
+                .ok_or_else(|| AuthError::Conflict(format!("the username {u} is taken; choose another")))?
+                .get(0);
+            tx.execute("INSERT INTO account_households (account_id, household_id) VALUES ($1, $2)", &[&id, &hh])
+                .await?;
+            (id, u)
+        }
+        (None, Some(acc)) => {
+            let row = tx
+                .query_one("SELECT username FROM accounts WHERE id = $1 AND disabled_at IS NULL", &[&acc])
+                .await
+                .map_err(|_| invalid())?;
+            let u: String = row.get(0);
+            check_password(&u, password, min_password_len)?;
+            let phc = hash(password.to_owned()).await?;
+            tx.execute(
+                "UPDATE accounts SET password_hash = $2, activated_at = now(), failed_logins = 0, locked_until = NULL
+                 WHERE id = $1",
+                &[&acc, &phc],
+            )
+            .await?;
+            (acc, u)
+        }
+        (None, None) => return Err(invalid()),
+    };
+    tx.execute("UPDATE account_invites SET used_at = now() WHERE code_hash = $1", &[&h]).await?;
+    tx.execute(
+        "INSERT INTO auth_events (account_id, username, event) VALUES ($1, $2, 'activated')",
+        &[&id, &name],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((id, name))
+}
+
+/// Checks a username and password with throttling: after `max_failed` failures in a row the
+/// account is locked for `lockout` (kept in the database, so every replica agrees). An unknown
+/// username costs the same password verification as a known one.
+pub async fn login(
+    c: &Client,
+    username: &str,
+    password: &str,
+    throttle: Throttle,
+    client: Option<&str>,
+) -> Result<Result<i32, LoginRefused>, AuthError> {
+    let username = username.trim().to_ascii_lowercase();
+    let row = c
+        .query_opt(
+            "SELECT id, password_hash, disabled_at IS NOT NULL, COALESCE(locked_until > now(), false)
+             FROM accounts WHERE username = $1",
+            &[&username],
+        )
+        .await?;
+    let Some(row) = row else {
+        verify(password.to_owned(), None).await;
+        audit(c, None, Some(&username), "login_failed", client, Some("unknown user")).await?;
+        return Ok(Err(LoginRefused::Invalid));
+    };
+    let id: i32 = row.get(0);
+    let phc: Option<String> = row.get(1);
+    let disabled: bool = row.get(2);
+    if row.get::<_, bool>(3) {
+        audit(c, Some(id), Some(&username), "login_locked", client, None).await?;
+        return Ok(Err(LoginRefused::Locked));
+    }
+    if verify(password.to_owned(), phc).await && !disabled {
+        c.execute("UPDATE accounts SET failed_logins = 0, locked_until = NULL WHERE id = $1", &[&id]).await?;
+        audit(c, Some(id), Some(&username), "login", client, None).await?;
+        return Ok(Ok(id));
+    }
+    let locked: bool = c
+        .query_one(
+            "UPDATE accounts SET
+                 failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END,
+                 locked_until = CASE WHEN failed_logins + 1 >= $2 THEN now() + make_interval(secs => $3)
+                                     ELSE locked_until END
+             WHERE id = $1 RETURNING locked_until > now()",
+            &[&id, &i32::try_from(throttle.max_failed.max(1)).unwrap_or(i32::MAX), &secs(throttle.lockout)],
+        )
+        .await?
+        .get::<_, Option<bool>>(0)
+        .unwrap_or(false);
+    let event = if locked { "locked_out" } else { "login_failed" };
+    audit(c, Some(id), Some(&username), event, client, None).await?;
+    Ok(Err(if locked { LoginRefused::Locked } else { LoginRefused::Invalid }))
+}
+
+/// A new session for `account`: returns the session id (the cookie's value, shown once) and
+/// its CSRF token.
+pub async fn create_session(c: &Client, account: i32, max: Duration) -> Result<(String, String), AuthError> {
+    let id = secret::new_token()?;
+    let csrf = secret::new_token()?;
+    c.execute(
+        "INSERT INTO web_sessions (id_hash, account_id, csrf_token, expires_at)
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+        &[&secret::digest(&id), &account, &csrf, &secs(max)],
+    )
+    .await?;
+    // Expired sessions of anyone are removed now and then, here rather than in a timer.
+    c.execute("DELETE FROM web_sessions WHERE expires_at < now() - interval '1 day'", &[]).await?;
+    Ok((id, csrf))
+}
+
+const PRINCIPAL_COLUMNS: &str = "a.id, a.username, a.role,
+    COALESCE((SELECT array_agg(household_id ORDER BY household_id) FROM account_households WHERE account_id = a.id), '{}')";
+
+fn principal(row: &tokio_postgres::Row, via: Via) -> Option<Principal> {
+    Some(Principal {
+        account_id: row.get(0),
+        username: row.get(1),
+        role: Role::parse(row.get(2))?,
+        households: row.get(3),
+        via,
+    })
+}
+
+/// The account behind a session cookie, if the session is valid: not expired, not idle longer
+/// than `idle`, account not disabled. Refreshes the idle clock at most once a minute.
+pub async fn session(c: &Client, id: &str, idle: Duration) -> Result<Option<Principal>, AuthError> {
+    let h = secret::digest(id);
+    let row = c
+        .query_opt(
+            &format!(
+                "SELECT {PRINCIPAL_COLUMNS}, s.csrf_token, s.last_seen_at < now() - interval '1 minute'
+                 FROM web_sessions s JOIN accounts a ON a.id = s.account_id
+                 WHERE s.id_hash = $1 AND s.expires_at > now() AND a.disabled_at IS NULL
+                   AND s.last_seen_at > now() - make_interval(secs => $2)"
+            ),
+            &[&h, &secs(idle)],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    if row.get::<_, bool>(5) {
+        c.execute("UPDATE web_sessions SET last_seen_at = now() WHERE id_hash = $1", &[&h]).await?;
+    }
+    Ok(principal(&row, Via::Session { csrf: row.get(4) }))
+}
+
+/// Ends a session (logout).
+pub async fn end_session(c: &Client, id: &str) -> Result<(), AuthError> {
+    c.execute("DELETE FROM web_sessions WHERE id_hash = $1", &[&secret::digest(id)]).await?;
+    Ok(())
+}
+
+/// A new API token for `username` named `name` (unique per account), optionally expiring.
+/// Returns the token (shown once).
+pub async fn create_token(c: &Client, username: &str, name: &str, expires: Option<Duration>) -> Result<String, AuthError> {
+    if name.trim().is_empty() || name.len() > 100 {
+        return Err(AuthError::Invalid("token name: 1 to 100 characters".into()));
+    }
+    let token = secret::new_api_token()?;
+    let row = c
+        .query_opt(
+            "INSERT INTO api_tokens (account_id, name, token_hash, expires_at)
+             SELECT id, $2, $3, now() + make_interval(secs => $4) FROM accounts
+             WHERE username = $1 AND disabled_at IS NULL
+             ON CONFLICT (account_id, name) DO NOTHING RETURNING account_id",
+            &[&username, &name, &secret::digest(&token), &expires.map(secs)],
+        )
+        .await?;
+    let Some(row) = row else {
+        let exists = c.query_opt("SELECT 1 FROM accounts WHERE username = $1 AND disabled_at IS NULL", &[&username]).await?;
+        return Err(match exists {
+            None => AuthError::NotFound(format!("no active account {username}")),
+            Some(_) => AuthError::Conflict(format!("{username} has a token named {name:?} already; revoke it first")),
+        });
+    };
+    audit(c, Some(row.get(0)), Some(username), "token_created", None, Some(name)).await?;
+    Ok(token)
+}
+
+/// Revokes the token `name` of `username`.
+pub async fn revoke_token(c: &Client, username: &str, name: &str) -> Result<(), AuthError> {
+    let n = c
+        .execute(
+            "UPDATE api_tokens t SET revoked_at = now() FROM accounts a
+             WHERE a.id = t.account_id AND a.username = $1 AND t.name = $2 AND t.revoked_at IS NULL",
+            &[&username, &name],
+        )
+        .await?;
+    if n == 0 {
+        return Err(AuthError::NotFound(format!("{username} has no live token named {name:?}")));
+    }
+    audit(c, None, Some(username), "token_revoked", None, Some(name)).await
+}
+
+/// The account behind an API token, if it is live.
+pub async fn token(c: &Client, token: &str) -> Result<Option<Principal>, AuthError> {
+    if !token.starts_with(secret::API_TOKEN_PREFIX) {
+        return Ok(None);
+    }
+    let h = secret::digest(token);
+    let row = c
+        .query_opt(
+            &format!(
+                "SELECT {PRINCIPAL_COLUMNS}, t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute'
+                 FROM api_tokens t JOIN accounts a ON a.id = t.account_id
+                 WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
+                   AND a.disabled_at IS NULL"
+            ),
+            &[&h],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    if row.get::<_, bool>(4) {
+        c.execute("UPDATE api_tokens SET last_used_at = now() WHERE token_hash = $1", &[&h]).await?;
+    }
+    Ok(principal(&row, Via::Token))
+}
+
+/// Disables an account: its sessions end and its tokens stop working at once.
+pub async fn disable(c: &Client, username: &str) -> Result<(), AuthError> {
+    let row = c
+        .query_opt("UPDATE accounts SET disabled_at = now() WHERE username = $1 AND disabled_at IS NULL RETURNING id", &[&username])
+        .await?
+        .ok_or_else(|| AuthError::NotFound(format!("no active account {username}")))?;
+    let id: i32 = row.get(0);
+    c.execute("DELETE FROM web_sessions WHERE account_id = $1", &[&id]).await?;
+    audit(c, Some(id), Some(username), "disabled", None, None).await
+}
+
+/// One account as listed for admins (no secret, no hash).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AccountInfo {
+    pub username: String,
+    pub role: Role,
+    /// Household codes the account may see.
+    pub households: Vec<String>,
+    pub active: bool,
+    pub disabled: bool,
+    pub locked: bool,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Live API tokens (names only).
+    pub tokens: Vec<String>,
+}
+
+/// Accounts, by username, a page at a time.
+pub async fn list(c: &Client, limit: i64, offset: i64) -> Result<Vec<AccountInfo>, AuthError> {
+    let rows = c
+        .query(
+            "SELECT a.username, a.role,
+                    COALESCE((SELECT array_agg(h.code ORDER BY h.code) FROM account_households ah
+                              JOIN households h ON h.id = ah.household_id WHERE ah.account_id = a.id), '{}'),
+                    a.password_hash IS NOT NULL, a.disabled_at IS NOT NULL, COALESCE(a.locked_until > now(), false),
+                    a.created_at,
+                    COALESCE((SELECT array_agg(t.name ORDER BY t.name) FROM api_tokens t
+                              WHERE t.account_id = a.id AND t.revoked_at IS NULL
+                                AND (t.expires_at IS NULL OR t.expires_at > now())), '{}')
+             FROM accounts a ORDER BY a.username LIMIT $1 OFFSET $2",
+            &[&limit, &offset],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            Some(AccountInfo {
+                username: r.get(0),
+                role: Role::parse(r.get(1))?,
+                households: r.get(2),
+                active: r.get(3),
+                disabled: r.get(4),
+                locked: r.get(5),
+                created_at: r.get(6),
+                tokens: r.get(7),
+            })
+        })
+        .collect())
+}
