@@ -126,6 +126,86 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     read_response(s)
 }
 
+/// [`http_get`] with `Authorization: Bearer <token>`.
+pub fn http_get_auth(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<(u16, String)> {
+    let (status, _, body) = http_request(addr, "GET", path, &[("Authorization", &format!("Bearer {token}"))], None)?;
+    Ok((status, body))
+}
+
+/// A minimal HTTP/1.0 request with any method, headers and (optional) body: (status, response
+/// headers lower-cased, body). For the security tests, which need to send what browsers and
+/// attackers send (cookies, forged origins, form bodies).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> anyhow::Result<(u16, Vec<(String, String)>, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let body = body.unwrap_or("");
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n{extra}\r\n{body}", body.len())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .context("HTTP status line")?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok((status, headers, body.to_string()))
+}
+
+/// Creates an active account through the CLI (`headend account create --password-stdin`), linked
+/// to `households` (inventory codes) when it is a household account.
+pub fn create_account(
+    database_url: &str,
+    username: &str,
+    role: &str,
+    households: &[&str],
+    password: &str,
+) -> anyhow::Result<()> {
+    let mut cmd = Command::new(bin("headend")?);
+    cmd.args(["account", "create", "--username", username, "--role", role, "--password-stdin"]);
+    if !households.is_empty() {
+        cmd.arg("--household").arg(households.join(","));
+    }
+    cmd.env("DATABASE_URL", database_url).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("running headend account create")?;
+    child.stdin.take().context("stdin")?.write_all(format!("{password}\n").as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("headend account create {username} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// A new API token for `username` (`headend account token`).
+pub fn api_token(database_url: &str, username: &str, name: &str) -> anyhow::Result<String> {
+    let out = run_bin(
+        "headend",
+        &["account", "token", "--username", username, "--name", name],
+        &[("DATABASE_URL", database_url)],
+    )?;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).context("token JSON")?;
+    v["token"].as_str().map(str::to_owned).context("no token in the output")
+}
+
+/// An operator account `e2e-operator` and an API token for it: what end-to-end tests use to call
+/// the operator API.
+pub fn operator_token(database_url: &str) -> anyhow::Result<String> {
+    create_account(database_url, "e2e-operator", "operator", &[], "e2e-operator-password")?;
+    api_token(database_url, "e2e-operator", "e2e")
+}
+
 /// Reads an HTTP/1.0 response to the end: (status, body).
 fn read_response(mut s: TcpStream) -> anyhow::Result<(u16, String)> {
     let mut buf = Vec::new();

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use axum_extra::extract::cookie::CookieJar;
 
 /// The language cookie set by `/lang/{code}`.

@@ -18,7 +18,6 @@ use crate::pipeline::Pipeline;
 const METERS: usize = 2000;
 const SEED: u64 = 11;
 const FAULT_SEED: u64 = 12;
-const TOKEN: &str = "e2e-operator-token";
 
 fn rates() -> FaultRates {
     FaultRates {
@@ -70,9 +69,6 @@ auth = "low"
 keys_file = "@KEYS@"
 connect_timeout = "3s"
 step_timeout = "2s"
-
-[http]
-operator_token = "@TOKEN@"
 "#;
 
 /// A DLMS fleet for one test: the pipeline (inventory addresses on a free port), the keys file and
@@ -105,7 +101,7 @@ impl Rig {
     /// Starts the head-end with `config` ([`CONFIG`] or an edit of it).
     fn headend(&mut self, config: &str) -> procs::Headend {
         let cfg = self.p.dir.path().join("headend.toml");
-        let text = config.replace("@KEYS@", &self.keys.to_string_lossy()).replace("@TOKEN@", TOKEN);
+        let text = config.replace("@KEYS@", &self.keys.to_string_lossy());
         std::fs::write(&cfg, text).expect("config");
         if !self.p.spec.env.iter().any(|(k, _)| k == "HEADEND_CONFIG") {
             self.p.spec.env.push(("HEADEND_CONFIG".into(), cfg.to_string_lossy().into()));
@@ -191,7 +187,7 @@ fn dlms_polling_with_faults_stores_the_model_and_backfills_the_gaps() {
     while !missing.is_empty() {
         assert!(round < 6, "meters still missing after {round} rounds: {missing:?}");
         let polled = missing.len();
-        crate::pipeline::start_round(&headend, TOKEN);
+        crate::pipeline::start_round(&headend, &p.token);
         missing = failed_in(round, &missing);
         sessions += polled;
         failures += missing.len();
@@ -320,7 +316,7 @@ fn check_round(p: &Pipeline, headend: &procs::Headend, missing: &BTreeSet<usize>
     if let Some(&i) = missing.iter().next() {
         let day = (lo + chrono::Duration::hours(12)).with_timezone(&chrono_tz::Europe::Belgrade).date_naive();
         let path = format!("/api/v1/meters/{}/missing?from={day}&to={day}", meter_sim::serial(i));
-        let (status, body) = procs::http_get(headend.http, &path).expect("GET missing");
+        let (status, body) = procs::http_get_auth(headend.http, &path, &p.token).expect("GET missing");
         assert_eq!(status, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
         let n = v["missing"].as_array().map_or(0, Vec::len);
@@ -612,7 +608,7 @@ fn dlms_clock_sync_and_remote_disconnect_are_carried_out_and_audited() {
     let flagged = p.query_i64("SELECT count(*)::bigint FROM meter_poll_status WHERE clock_flagged").expect("flags");
     assert_eq!(flagged, 0, "synchronised clocks are not left flagged");
 
-    let auth = format!("Bearer {TOKEN}");
+    let auth = format!("Bearer {}", p.token);
     let post = |path: &str, body: &str, token: Option<&str>| {
         let headers: Vec<(&str, &str)> = token.map(|t| vec![("Authorization", t)]).unwrap_or_default();
         procs::http_post(headend.http, path, &headers, body).expect("POST")
@@ -631,22 +627,20 @@ fn dlms_clock_sync_and_remote_disconnect_are_carried_out_and_audited() {
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert!(v["detail"].as_str().unwrap_or_default().contains("true"), "breaker closed again: {v}");
-    let audit: Vec<(String, String, Option<String>)> = p.rt.block_on(async {
+    type Audit = (String, String, Option<String>, Option<String>);
+    let audit: Vec<Audit> = p.rt.block_on(async {
         let c = p.db.client().await.expect("db");
-        c.query("SELECT command, requested_by, outcome FROM meter_commands ORDER BY id", &[])
+        c.query("SELECT command, requested_by, note, outcome FROM meter_commands ORDER BY id", &[])
             .await
             .expect("audit")
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
             .collect()
     });
-    assert_eq!(
-        audit,
-        vec![
-            ("disconnect".to_string(), "operator 7, ticket 42".to_string(), Some("done".to_string())),
-            ("reconnect".to_string(), "operator 7, ticket 42".to_string(), Some("done".to_string())),
-        ]
-    );
+    let row = |c: &str| {
+        (c.to_string(), "e2e-operator".to_string(), Some("operator 7, ticket 42".to_string()), Some("done".to_string()))
+    };
+    assert_eq!(audit, vec![row("disconnect"), row("reconnect")], "the account that asked and its note are audited");
     let summary = rig.stop_sim();
     assert_eq!(summary["clock_sets"].as_u64(), Some(drifting.len() as u64), "{summary}");
 }

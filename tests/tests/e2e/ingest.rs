@@ -96,7 +96,8 @@ fn check_ledger(p: &Pipeline, headend: &tests::procs::Headend) {
     let total = p.query_i64("SELECT sum(received)::bigint FROM read_ledger").expect("ledger total");
     assert_eq!(total, p.meters as i64 * INTERVALS_2_DAYS);
 
-    let (status, body) = procs::http_get(headend.http, "/api/v1/read-rate?day=2026-10-25").expect("GET read-rate");
+    let (status, body) =
+        procs::http_get_auth(headend.http, "/api/v1/read-rate?day=2026-10-25", &p.token).expect("GET read-rate");
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(v["meters"], p.meters as i64, "{v}");
@@ -105,14 +106,22 @@ fn check_ledger(p: &Pipeline, headend: &tests::procs::Headend) {
     assert_eq!(v["received"], p.meters as i64 * 100, "{v}");
     assert_eq!(v["within_72h"], 0, "the intervals are weeks old, not late by hours: {v}");
 
-    let (status, body) =
-        procs::http_get(headend.http, "/api/v1/meters/SIM00000003/missing?from=2026-10-25&to=2026-10-25").expect("GET");
+    let (status, body) = procs::http_get_auth(
+        headend.http,
+        "/api/v1/meters/SIM00000003/missing?from=2026-10-25&to=2026-10-25",
+        &p.token,
+    )
+    .expect("GET");
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(v["missing"].as_array().map(Vec::len), Some(0), "{v}");
     // The day before is only partly in the published span (it starts at 02:00 local).
-    let (_, body) =
-        procs::http_get(headend.http, "/api/v1/meters/SIM00000003/missing?from=2026-10-24&to=2026-10-24").expect("GET");
+    let (_, body) = procs::http_get_auth(
+        headend.http,
+        "/api/v1/meters/SIM00000003/missing?from=2026-10-24&to=2026-10-24",
+        &p.token,
+    )
+    .expect("GET");
     let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(v["missing"].as_array().map(Vec::len), Some(8), "00:00-02:00 local are before the span: {v}");
     assert_eq!(v["missing"][0], "2026-10-23T22:15:00Z", "{v}");
@@ -229,6 +238,8 @@ fn check_readings_api(p: &Pipeline, headend: &tests::procs::Headend) {
     let serial = "SIM00000002";
     let path = format!("/api/v1/meters/{serial}/readings?from={FROM}&to={TO}&obis=1.0.1.8.0,1.0.32.7.0");
     let (status, body) = procs::http_get(headend.http, &path).expect("GET readings");
+    assert_eq!(status, 401, "no readings without a session or token: {body}");
+    let (status, body) = procs::http_get_auth(headend.http, &path, &p.token).expect("GET readings");
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     let model = meter_sim::Model::with_meters(p.seed, p.meters);
@@ -254,8 +265,9 @@ fn check_readings_api(p: &Pipeline, headend: &tests::procs::Headend) {
         (&*format!("/api/v1/meters/{serial}/readings?from=yesterday"), 400),
         (&*format!("/api/v1/meters/{serial}/readings?limit=5"), 400),
     ] {
-        let (status, body) = procs::http_get(headend.http, path).expect("GET");
+        let (status, body) = procs::http_get_auth(headend.http, path, &p.token).expect("GET");
         assert_eq!(status, code, "{path}: {body}");
-        assert!(body.contains("\"error\""), "{path}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON error");
+        assert!(v["error"]["code"].is_string() && v["error"]["message"].is_string(), "{path}: {body}");
     }
 }

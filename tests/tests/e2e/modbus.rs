@@ -18,7 +18,6 @@ use crate::pipeline::Pipeline;
 
 const METERS: usize = 300;
 const SEED: u64 = 21;
-const TOKEN: &str = "e2e-operator-token";
 
 const CONFIG: &str = r#"
 [collect]
@@ -106,11 +105,7 @@ fn modbus_meters_polled_with_faults_store_the_model_and_fill_up() {
 
     let cfg = p.dir.path().join("headend.toml");
     let maps_dir = tests::repo_root().join("config/modbus");
-    std::fs::write(
-        &cfg,
-        format!("{CONFIG}maps_dir = {:?}\n\n[http]\noperator_token = \"{TOKEN}\"\n", maps_dir.to_string_lossy()),
-    )
-    .expect("config");
+    std::fs::write(&cfg, format!("{CONFIG}maps_dir = {:?}\n", maps_dir.to_string_lossy())).expect("config");
     p.spec.env.push(("HEADEND_CONFIG".into(), cfg.to_string_lossy().into()));
     let headend = p.start_headend().expect("head-end");
 
@@ -121,7 +116,7 @@ fn modbus_meters_polled_with_faults_store_the_model_and_fill_up() {
     let mut polled = METERS;
     for round in 0..6 {
         if round > 0 {
-            crate::pipeline::start_round(&headend, TOKEN);
+            crate::pipeline::start_round(&headend, &p.token);
         }
         sessions += polled;
         let failed = crate::pipeline::wait_round(&headend, "modbus", sessions);

@@ -28,6 +28,8 @@ pub struct Pipeline {
     pub meters: usize,
     pub seed: u64,
     headends: usize,
+    /// An API token of the operator account `e2e-operator`, made after migration.
+    pub token: String,
 }
 
 /// A stored reading as the tests look at it.
@@ -77,6 +79,7 @@ impl Pipeline {
         let csv = std::fs::read_to_string(&inv)?;
         std::fs::write(&inv, rewrite(csv))?;
         procs::run_bin("headend", &["inventory", "import", &inv_s], &env)?;
+        let token = procs::operator_token(&db.url)?;
         let spec = HeadendSpec {
             database_url: db.url.clone(),
             mqtt_url: broker.url(),
@@ -88,7 +91,7 @@ impl Pipeline {
                 ("HEADEND_WRITER__MAX_WAIT".into(), "100ms".into()),
             ],
         };
-        Ok(Pipeline { rt, dir, broker, cluster, db, spec, meters, seed, headends: 0 })
+        Ok(Pipeline { rt, dir, broker, cluster, db, spec, meters, seed, headends: 0, token })
     }
 
     /// Starts a head-end (the same persistent MQTT session every time) and waits until ready.
