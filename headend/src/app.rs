@@ -104,8 +104,7 @@ pub async fn serve(
         upkeep_stop.clone(),
     ));
 
-    let mut state =
-        AppState::new(pool, metrics, mqtt_state, accepting.clone(), cfg.http.clone(), cfg.auth.clone());
+    let mut state = AppState::new(pool, metrics, mqtt_state, accepting.clone(), cfg.http.clone(), cfg.auth.clone());
     state.commander = pollers.commander.clone();
     state.poll_now = cfg.collect.enabled.then(|| Arc::new(poll_now));
     let listener =

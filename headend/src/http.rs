@@ -187,4 +187,3 @@ async fn readyz(State(s): State<AppState>) -> Response {
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(json!({"ready": ready, "database": db, "broker": broker, "shutting_down": !accepting}))).into_response()
 }
-

@@ -124,8 +124,12 @@ async fn account(cfg: &HeadendConfig, command: AccountCommand) -> anyhow::Result
     let days = cfg.auth.invite_valid.as_secs() / 86_400;
     match command {
         AccountCommand::Invite { household } => {
-            let code = store::create_invite(&c, &InviteFor::Household(household.clone()), "cli", cfg.auth.invite_valid).await?;
-            println!("{}", serde_json::json!({"household": household, "activation_code": code, "expires_in_days": days}));
+            let code = store::create_invite(&c, &InviteFor::Household(household.clone()), "cli", cfg.auth.invite_valid)
+                .await?;
+            println!(
+                "{}",
+                serde_json::json!({"household": household, "activation_code": code, "expires_in_days": days})
+            );
         }
         AccountCommand::Create { username, role, household, password_stdin } => {
             let role = Role::parse(&role).context("role")?;
@@ -136,8 +140,13 @@ async fn account(cfg: &HeadendConfig, command: AccountCommand) -> anyhow::Result
                 store::link_household(&c, &username, h).await?;
             }
             if password.is_none() {
-                let code = store::create_invite(&c, &InviteFor::Account(username.clone()), "cli", cfg.auth.invite_valid).await?;
-                println!("{}", serde_json::json!({"username": username, "role": role, "activation_code": code, "expires_in_days": days}));
+                let code =
+                    store::create_invite(&c, &InviteFor::Account(username.clone()), "cli", cfg.auth.invite_valid)
+                        .await?;
+                println!(
+                    "{}",
+                    serde_json::json!({"username": username, "role": role, "activation_code": code, "expires_in_days": days})
+                );
             } else {
                 println!("{}", serde_json::json!({"username": username, "role": role, "active": true}));
             }

@@ -75,7 +75,11 @@ async fn list_accounts(
 ) -> Result<Json<Vec<store::AccountInfo>>, ApiError> {
     only(&q, &["page"])?;
     let page: i64 = match q.get("page") {
-        Some(p) => p.parse().ok().filter(|&p: &i64| (1..=1_000_000).contains(&p)).ok_or_else(|| ApiError::bad("page: 1 or more"))?,
+        Some(p) => p
+            .parse()
+            .ok()
+            .filter(|&p: &i64| (1..=1_000_000).contains(&p))
+            .ok_or_else(|| ApiError::bad("page: 1 or more"))?,
         None => 1,
     };
     let client = s.pool.get().await.map_err(ApiError::unavailable)?;

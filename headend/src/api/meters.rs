@@ -22,10 +22,7 @@ use crate::collect::{ledger, MeterCommand, Target};
 use crate::http::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(readings))
-        .routes(routes!(missing))
-        .routes(routes!(list_commands, run_command))
+    OpenApiRouter::new().routes(routes!(readings)).routes(routes!(missing)).routes(routes!(list_commands, run_command))
 }
 
 /// One stored value.
@@ -337,13 +334,7 @@ async fn run_command(
         )
         .await
         .map_err(ApiError::unavailable)?;
-    let out = CommandOutcome {
-        id,
-        meter: serial.to_string(),
-        command: req.command,
-        outcome: outcome.into(),
-        detail,
-    };
+    let out = CommandOutcome { id, meter: serial.to_string(), command: req.command, outcome: outcome.into(), detail };
     Ok((status, Json(out)).into_response())
 }
 

@@ -136,7 +136,9 @@ impl IntoResponse for Refusal {
                 let next = if next.starts_with('/') && !next.starts_with("//") { next } else { "/".into() };
                 Redirect::to(&format!("/login?next={}", urlencode(&next))).into_response()
             }
-            Refusal::Forbidden { api: true } => ApiError::forbidden("your account's role may not do this").into_response(),
+            Refusal::Forbidden { api: true } => {
+                ApiError::forbidden("your account's role may not do this").into_response()
+            }
             Refusal::Forbidden { api: false } => crate::web::message_page(
                 StatusCode::FORBIDDEN,
                 "403",

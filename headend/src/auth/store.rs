@@ -55,7 +55,9 @@ pub fn check_username(u: &str) -> Result<(), AuthError> {
     if ok {
         Ok(())
     } else {
-        Err(AuthError::Invalid("username: 3 to 64 lowercase letters, digits or . _ @ -, starting with a letter or digit".into()))
+        Err(AuthError::Invalid(
+            "username: 3 to 64 lowercase letters, digits or . _ @ -, starting with a letter or digit".into(),
+        ))
     }
 }
 
@@ -188,7 +190,12 @@ pub enum InviteFor {
 }
 
 /// Creates a one-time activation code, valid for `valid`. Returns the code (shown once).
-pub async fn create_invite(c: &Client, whom: &InviteFor, created_by: &str, valid: Duration) -> Result<String, AuthError> {
+pub async fn create_invite(
+    c: &Client,
+    whom: &InviteFor,
+    created_by: &str,
+    valid: Duration,
+) -> Result<String, AuthError> {
     let code = secret::new_activation_code()?;
     let h = secret::digest(&secret::normalise_code(&code));
     let n = match whom {
@@ -285,11 +292,8 @@ pub async fn redeem_invite(
         (None, None) => return Err(invalid()),
     };
     tx.execute("UPDATE account_invites SET used_at = now() WHERE code_hash = $1", &[&h]).await?;
-    tx.execute(
-        "INSERT INTO auth_events (account_id, username, event) VALUES ($1, $2, 'activated')",
-        &[&id, &name],
-    )
-    .await?;
+    tx.execute("INSERT INTO auth_events (account_id, username, event) VALUES ($1, $2, 'activated')", &[&id, &name])
+        .await?;
     tx.commit().await?;
     Ok((id, name))
 }
@@ -405,7 +409,12 @@ pub async fn end_session(c: &Client, id: &str) -> Result<(), AuthError> {
 
 /// A new API token for `username` named `name` (unique per account), optionally expiring.
 /// Returns the token (shown once).
-pub async fn create_token(c: &Client, username: &str, name: &str, expires: Option<Duration>) -> Result<String, AuthError> {
+pub async fn create_token(
+    c: &Client,
+    username: &str,
+    name: &str,
+    expires: Option<Duration>,
+) -> Result<String, AuthError> {
     if name.trim().is_empty() || name.len() > 100 {
         return Err(AuthError::Invalid("token name: 1 to 100 characters".into()));
     }
@@ -420,7 +429,8 @@ pub async fn create_token(c: &Client, username: &str, name: &str, expires: Optio
         )
         .await?;
     let Some(row) = row else {
-        let exists = c.query_opt("SELECT 1 FROM accounts WHERE username = $1 AND disabled_at IS NULL", &[&username]).await?;
+        let exists =
+            c.query_opt("SELECT 1 FROM accounts WHERE username = $1 AND disabled_at IS NULL", &[&username]).await?;
         return Err(match exists {
             None => AuthError::NotFound(format!("no active account {username}")),
             Some(_) => AuthError::Conflict(format!("{username} has a token named {name:?} already; revoke it first")),
@@ -472,7 +482,10 @@ pub async fn token(c: &Client, token: &str) -> Result<Option<Principal>, AuthErr
 /// Disables an account: its sessions end and its tokens stop working at once.
 pub async fn disable(c: &Client, username: &str) -> Result<(), AuthError> {
     let row = c
-        .query_opt("UPDATE accounts SET disabled_at = now() WHERE username = $1 AND disabled_at IS NULL RETURNING id", &[&username])
+        .query_opt(
+            "UPDATE accounts SET disabled_at = now() WHERE username = $1 AND disabled_at IS NULL RETURNING id",
+            &[&username],
+        )
         .await?
         .ok_or_else(|| AuthError::NotFound(format!("no active account {username}")))?;
     let id: i32 = row.get(0);

@@ -12,7 +12,11 @@ use crate::http::AppState;
 const FILES: &[(&str, &str, &[u8])] = &[
     ("app.css", "text/css; charset=utf-8", include_bytes!("../../assets/app.css")),
     ("app.js", "text/javascript; charset=utf-8", include_bytes!("../../assets/app.js")),
-    ("uPlot.iife.min.js", "text/javascript; charset=utf-8", include_bytes!("../../assets/vendor/uplot/uPlot.iife.min.js")),
+    (
+        "uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/vendor/uplot/uPlot.iife.min.js"),
+    ),
     ("uPlot.min.css", "text/css; charset=utf-8", include_bytes!("../../assets/vendor/uplot/uPlot.min.css")),
     ("uPlot.LICENSE.txt", "text/plain; charset=utf-8", include_bytes!("../../assets/vendor/uplot/LICENSE")),
 ];

@@ -164,7 +164,11 @@ async fn start_session(
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(error = %e, "could not open a session");
-            return super::message_page(StatusCode::SERVICE_UNAVAILABLE, "503", "Database unavailable. / Baza nije dostupna.");
+            return super::message_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "503",
+                "Database unavailable. / Baza nije dostupna.",
+            );
         }
     };
     let role = c

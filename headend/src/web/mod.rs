@@ -61,7 +61,9 @@ impl Chrome {
             nav.push(NavItem { href: "/ops", label: "nav.ops", current: false });
         }
         for n in &mut nav {
-            n.current = here == n.href || here.starts_with(&format!("{}/", n.href)) || here.starts_with(&format!("{}?", n.href));
+            n.current = here == n.href
+                || here.starts_with(&format!("{}/", n.href))
+                || here.starts_with(&format!("{}?", n.href));
         }
         Chrome {
             lang,
