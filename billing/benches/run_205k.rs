@@ -26,7 +26,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use billing::db::{run, RunOptions};
+use billing::model::RunOptions;
+use billing::pipeline::run;
 use billing::run::{BillingMonth, Rules};
 use billing::{Tariff, TariffSet};
 use tests::pg::{admin_url, TestDatabase};
@@ -180,7 +181,7 @@ async fn bench() -> anyhow::Result<()> {
         let mut with = Vec::new();
         for _ in 0..runs {
             let t = Instant::now();
-            let out = billing::db::run_with_exports(&mut client, &opts, &tariffs, Some(dir.path())).await?;
+            let out = billing::pipeline::run_with_exports(&mut client, &opts, &tariffs, Some(dir.path())).await?;
             let d = t.elapsed();
             println!(
                 "with exports (version {}): {:.2} s (read {:.2} s, compute {:.2} s, store {:.2} s while the exports \

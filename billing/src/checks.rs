@@ -28,13 +28,15 @@ use chrono_tz::Europe::Belgrade;
 use rust_decimal::Decimal;
 use tokio_postgres::Client;
 
-use crate::db::RunOptions;
-use crate::money::wh_to_kwh;
-use crate::run::{
+use billing_core::money::wh_to_kwh;
+use billing_core::run::{
     compute_building, refresh_totals, BillingMonth, BuildingIn, BuildingResult, LineOut, Problem, Rules, RunError,
     CH_TOTAL,
 };
-use crate::tariff::TariffSet;
+use billing_core::tariff::TariffSet;
+
+use crate::db::{load_inventory_of, load_reads};
+use crate::model::{RunOptions, StoreError};
 
 /// The month before `m`.
 pub fn previous_month(m: &BillingMonth) -> Result<BillingMonth, RunError> {
@@ -43,8 +45,8 @@ pub fn previous_month(m: &BillingMonth) -> Result<BillingMonth, RunError> {
     BillingMonth::new(y, mo)
 }
 
-fn dec(s: &str, what: &str) -> Result<Decimal, RunError> {
-    Decimal::from_str(s).map_err(|e| RunError::Stored(format!("{what} {s:?}: {e}")))
+fn dec(s: &str, what: &str) -> Result<Decimal, StoreError> {
+    Decimal::from_str(s).map_err(|e| StoreError::Stored(format!("{what} {s:?}: {e}")))
 }
 
 /// A household's bill in the latest run of the previous month that used estimates.
@@ -84,7 +86,7 @@ pub async fn apply_corrections(
     tariffs: &TariffSet,
     buildings: &[BuildingIn],
     results: &mut [BuildingResult],
-) -> Result<(), RunError> {
+) -> Result<(), StoreError> {
     let prev = previous_month(&opts.month)?;
     let first = prev.period.first_day();
     let any: bool =
@@ -140,7 +142,7 @@ pub async fn apply_corrections(
         .into_iter()
         .collect();
     building_ids.sort_unstable();
-    let mut inventory = crate::db::load_inventory_of(client, &prev, None, Some(&building_ids)).await?;
+    let mut inventory = load_inventory_of(client, &prev, None, Some(&building_ids)).await?;
     // Only the households to recompute and their meters: their bills do not depend on the master or the
     // other flats (the building-level results of this recomputation are not used).
     let wanted: HashSet<i32> = earlier.iter().map(|e| e.household_id).collect();
@@ -148,7 +150,7 @@ pub async fn apply_corrections(
         b.masters.clear();
         b.households.retain(|h| wanted.contains(&h.id));
     }
-    let reads = crate::db::load_reads(client, &prev, &inventory, &opts.rules.vee).await?;
+    let reads = load_reads(client, &prev, &inventory, &opts.rules.vee).await?;
     let mut recomputed = HashMap::new();
     let mut failed: HashMap<i32, Vec<String>> = HashMap::new();
     for b in &inventory {
@@ -254,7 +256,7 @@ pub async fn interval_reconciliation(
     buildings: &[BuildingIn],
     rules: &Rules,
     results: &mut [BuildingResult],
-) -> Result<(), RunError> {
+) -> Result<(), StoreError> {
     if !rules.interval_check {
         return Ok(());
     }

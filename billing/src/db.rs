@@ -10,7 +10,8 @@
 //!
 //! Storing: bill ids are reserved from the identity sequence, then bills, lines and problems go in by CSV
 //! `COPY` (≈ 10× fewer round trips and no text→numeric `unnest` casts); with `--out` the exports are written on
-//! a blocking thread while the database ingests ([`run_with_exports`]).
+//! a blocking thread while the database ingests (`pipeline::run_with_exports`, which calls [`begin_run`] and
+//! [`store_rows`] itself).
 //!
 //! Versions: a run takes a transaction-level advisory lock, numbers itself `max(version) + 1` for its period
 //! and writes everything in that one transaction, so a run is stored whole or not at all.
@@ -21,71 +22,23 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use schemas::inventory::Region;
-use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::run::{
-    compute_building, split_key_name, BillingMonth, BuildingIn, BuildingResult, HouseholdIn, MeterIn, MeterReads, Read,
-    Rules, RunError, CH_NT, CH_TOTAL, CH_VT,
+use billing_core::allocation::Member;
+use billing_core::run::{
+    parse_split_key, rebuild_summary, split_key_name, BillingMonth, BuildingIn, BuildingResult, BuildingSummary,
+    HouseholdBill, HouseholdIn, LineOut, MeterIn, MeterReads, Problem, Read, CH_NT, CH_TOTAL, CH_VT,
 };
-use crate::tariff::TariffSet;
-use crate::vee::{weeks_earlier, VeeConfig};
+use billing_core::vee::{weeks_earlier, VeeConfig};
 
-/// What to bill.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    pub month: BillingMonth,
-    pub building: Option<String>,
-    pub rules: Rules,
+use crate::model::{RunMeta, RunOptions, StoreError, StoredRun};
+
+fn dec(s: &str, what: &str) -> Result<Decimal, StoreError> {
+    Decimal::from_str(s).map_err(|e| StoreError::Inventory(format!("{what} {s:?}: {e}")))
 }
 
-/// The stored run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RunMeta {
-    pub run_id: i64,
-    pub version: i32,
-    pub period: String,
-    pub period_start: DateTime<Utc>,
-    pub period_end: DateTime<Utc>,
-    pub building: Option<String>,
-    pub tariff_code: String,
-    pub split_key: &'static str,
-    pub created_at: DateTime<Utc>,
-}
-
-/// A stored run and its results.
-#[derive(Debug, Clone)]
-pub struct RunOutcome {
-    pub meta: RunMeta,
-    pub buildings: Vec<BuildingResult>,
-    pub timings: RunTimings,
-}
-
-/// Where a run spent its time.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RunTimings {
-    /// Inventory and boundary readings.
-    pub load: std::time::Duration,
-    /// Of which the inventory.
-    pub inventory: std::time::Duration,
-    /// Bills, reconciliation, allocation, 1/N.
-    pub compute: std::time::Duration,
-    /// Corrections of the previous period and the per-hour reconciliation ([`crate::checks`]).
-    pub checks: std::time::Duration,
-    /// The run, bills, lines and problems, stored (COPY).
-    pub store: std::time::Duration,
-    /// The exports, written while the run was being stored (`None` without `--out`).
-    pub export: Option<std::time::Duration>,
-    /// Everything, committed.
-    pub total: std::time::Duration,
-}
-
-fn dec(s: &str, what: &str) -> Result<Decimal, RunError> {
-    Decimal::from_str(s).map_err(|e| RunError::Inventory(format!("{what} {s:?}: {e}")))
-}
-
-fn region(s: &str) -> Result<Region, RunError> {
-    Region::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| RunError::Inventory(format!("region {s:?}")))
+fn region(s: &str) -> Result<Region, StoreError> {
+    Region::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| StoreError::Inventory(format!("region {s:?}")))
 }
 
 /// The buildings to bill with their households and meters in service during the month.
@@ -93,7 +46,7 @@ pub async fn load_inventory(
     client: &Client,
     month: &BillingMonth,
     building: Option<&str>,
-) -> Result<Vec<BuildingIn>, RunError> {
+) -> Result<Vec<BuildingIn>, StoreError> {
     load_inventory_of(client, month, building, None).await
 }
 
@@ -103,7 +56,7 @@ pub async fn load_inventory_of(
     month: &BillingMonth,
     building: Option<&str>,
     ids: Option<&[i32]>,
-) -> Result<Vec<BuildingIn>, RunError> {
+) -> Result<Vec<BuildingIn>, StoreError> {
     let only: Option<Vec<i32>> = ids.map(<[i32]>::to_vec);
     let rows = client
         .query(
@@ -113,7 +66,7 @@ pub async fn load_inventory_of(
         )
         .await?;
     if let (Some(code), true) = (building, rows.is_empty()) {
-        return Err(RunError::UnknownBuilding(code.to_string()));
+        return Err(StoreError::UnknownBuilding(code.to_string()));
     }
     let mut buildings = Vec::with_capacity(rows.len());
     let mut index = HashMap::new();
@@ -146,7 +99,7 @@ pub async fn load_inventory_of(
             id: r.get(0),
             apartment: r.get(3),
             floor_area_m2: dec(r.get(4), "floor area")?,
-            residents: u32::try_from(residents).map_err(|_| RunError::Inventory(format!("{code}: residents")))?,
+            residents: u32::try_from(residents).map_err(|_| StoreError::Inventory(format!("{code}: residents")))?,
             approved_power_kw: dec(r.get(6), "approved power")?,
             tariff: r.get(7),
             meters: Vec::new(),
@@ -194,7 +147,7 @@ struct AtBoundary {
 }
 
 /// The readings of `meters` at `at`, or the nearest within 24 h before and after, for channels 1–3.
-async fn boundary_reads(client: &Client, meters: &[i32], at: DateTime<Utc>) -> Result<AtBoundary, RunError> {
+async fn boundary_reads(client: &Client, meters: &[i32], at: DateTime<Utc>) -> Result<AtBoundary, StoreError> {
     let channels: Vec<i16> = vec![CH_TOTAL, CH_VT, CH_NT];
     let mut out = AtBoundary::default();
     let rows = client
@@ -259,7 +212,7 @@ async fn boundary_reads(client: &Client, meters: &[i32], at: DateTime<Utc>) -> R
 async fn point_reads(
     client: &Client,
     points: &[(i32, i16, DateTime<Utc>)],
-) -> Result<Vec<(i32, i16, DateTime<Utc>, i64)>, RunError> {
+) -> Result<Vec<(i32, i16, DateTime<Utc>, i64)>, StoreError> {
     if points.is_empty() {
         return Ok(Vec::new());
     }
@@ -285,7 +238,7 @@ pub async fn load_reads(
     month: &BillingMonth,
     buildings: &[BuildingIn],
     vee: &VeeConfig,
-) -> Result<HashMap<i32, MeterReads>, RunError> {
+) -> Result<HashMap<i32, MeterReads>, StoreError> {
     let all: Vec<&MeterIn> = buildings
         .iter()
         .flat_map(|b| b.masters.iter().chain(b.households.iter().flat_map(|h| h.meters.iter())))
@@ -407,11 +360,11 @@ struct CsvCopy {
 }
 
 impl CsvCopy {
-    async fn new(tx: &tokio_postgres::Transaction<'_>, stmt: &str) -> Result<CsvCopy, RunError> {
+    async fn new(tx: &tokio_postgres::Transaction<'_>, stmt: &str) -> Result<CsvCopy, StoreError> {
         Ok(CsvCopy { sink: Box::pin(tx.copy_in(stmt).await?), buf: Vec::with_capacity(COPY_CHUNK + 4096) })
     }
 
-    async fn row(&mut self, fields: &[String]) -> Result<(), RunError> {
+    async fn row(&mut self, fields: &[String]) -> Result<(), StoreError> {
         for (i, f) in fields.iter().enumerate() {
             if i > 0 {
                 self.buf.push(b',');
@@ -434,14 +387,14 @@ impl CsvCopy {
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<(), RunError> {
+    async fn flush(&mut self) -> Result<(), StoreError> {
         use futures::SinkExt;
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(COPY_CHUNK + 4096));
         self.sink.send(std::io::Cursor::new(chunk)).await?;
         Ok(())
     }
 
-    async fn finish(mut self) -> Result<u64, RunError> {
+    async fn finish(mut self) -> Result<u64, StoreError> {
         if !self.buf.is_empty() {
             self.flush().await?;
         }
@@ -459,7 +412,7 @@ pub async fn store_run(
     opts: &RunOptions,
     tariff_code: &str,
     buildings: &[BuildingResult],
-) -> Result<RunMeta, RunError> {
+) -> Result<RunMeta, StoreError> {
     let tx = client.transaction().await?;
     let meta = begin_run(&tx, opts, tariff_code).await?;
     store_rows(&tx, &meta, buildings).await?;
@@ -468,11 +421,11 @@ pub async fn store_run(
 }
 
 /// Locks the runs, numbers the new run `max(version) + 1` of its period and inserts it (inside `tx`).
-async fn begin_run(
+pub async fn begin_run(
     tx: &tokio_postgres::Transaction<'_>,
     opts: &RunOptions,
     tariff_code: &str,
-) -> Result<RunMeta, RunError> {
+) -> Result<RunMeta, StoreError> {
     tx.execute("SELECT pg_advisory_xact_lock(hashtext('billing_run'))", &[]).await?;
     let first = opts.month.period.first_day();
     let key = split_key_name(opts.rules.split);
@@ -499,15 +452,15 @@ async fn begin_run(
 }
 
 /// Bills, lines and problems of a run, by COPY (inside `tx`).
-async fn store_rows(
+pub async fn store_rows(
     tx: &tokio_postgres::Transaction<'_>,
     meta: &RunMeta,
     buildings: &[BuildingResult],
-) -> Result<(), RunError> {
+) -> Result<(), StoreError> {
     // Bill ids reserved from the identity sequence, so that bills and lines go in by COPY (COPY writes the
     // given identity values, like OVERRIDING SYSTEM VALUE).
-    let bills: Vec<&crate::run::HouseholdBill> = buildings.iter().flat_map(|b| b.bills.iter()).collect();
-    let n = i32::try_from(bills.len()).map_err(|_| RunError::Stored("too many bills".into()))?;
+    let bills: Vec<&HouseholdBill> = buildings.iter().flat_map(|b| b.bills.iter()).collect();
+    let n = i32::try_from(bills.len()).map_err(|_| StoreError::Stored("too many bills".into()))?;
     let ids: Vec<i64> = tx
         .query("SELECT nextval(pg_get_serial_sequence('bills', 'id')) FROM generate_series(1, $1::int)", &[&n])
         .await?
@@ -567,7 +520,7 @@ async fn store_rows(
         }
     }
     w.finish().await?;
-    let problems: Vec<&crate::run::Problem> = buildings.iter().flat_map(|b| b.problems.iter()).collect();
+    let problems: Vec<&Problem> = buildings.iter().flat_map(|b| b.problems.iter()).collect();
     if !problems.is_empty() {
         let mut w = CsvCopy::new(
             tx,
@@ -590,101 +543,19 @@ async fn store_rows(
     Ok(())
 }
 
-/// A whole run: read, compute every building, store. The caller writes the exports.
-pub async fn run(client: &mut Client, opts: &RunOptions, tariffs: &TariffSet) -> Result<RunOutcome, RunError> {
-    run_with_exports(client, opts, tariffs, None).await
-}
-
-/// A whole run: read, compute every building, then store it and — with `out` — write the exports
-/// ([`crate::export::write_exports`], [`crate::export::write_html`]) **at the same time** on a blocking
-/// thread (the database works on its own core). The run is committed only when the exports were written too.
-pub async fn run_with_exports(
-    client: &mut Client,
-    opts: &RunOptions,
-    tariffs: &TariffSet,
-    out: Option<&std::path::Path>,
-) -> Result<RunOutcome, RunError> {
-    let t0 = std::time::Instant::now();
-    let buildings = load_inventory(client, &opts.month, opts.building.as_deref()).await?;
-    let t_inv = t0.elapsed();
-    let reads = load_reads(client, &opts.month, &buildings, &opts.rules.vee).await?;
-    let t1 = std::time::Instant::now();
-    let mut results: Vec<BuildingResult> =
-        buildings.iter().map(|b| compute_building(b, &reads, &opts.month, tariffs, &opts.rules)).collect();
-    drop(reads);
-    let t_computed = std::time::Instant::now();
-    crate::checks::apply_corrections(client, opts, tariffs, &buildings, &mut results).await?;
-    crate::checks::interval_reconciliation(client, &opts.month, &buildings, &opts.rules, &mut results).await?;
-    drop(buildings);
-    let t2 = std::time::Instant::now();
-    let codes: Vec<&str> = tariffs.tariffs().iter().map(|t| t.code.as_str()).collect();
-    let tx = client.transaction().await?;
-    let meta = begin_run(&tx, opts, &codes.join("+")).await?;
-    let addresses = match out {
-        Some(_) => {
-            let codes: Vec<&str> = results.iter().map(|b| b.summary.building_code.as_str()).collect();
-            load_addresses(&tx, &codes).await?
-        }
-        None => HashMap::new(),
-    };
-    let outcome = std::sync::Arc::new(RunOutcome {
-        meta,
-        buildings: results,
-        timings: RunTimings {
-            load: t1 - t0,
-            inventory: t_inv,
-            compute: t_computed - t1,
-            checks: t2 - t_computed,
-            ..RunTimings::default()
-        },
-    });
-    let export = out.map(|dir| {
-        let (o, dir) = (outcome.clone(), dir.to_path_buf());
-        tokio::task::spawn_blocking(move || {
-            let t = std::time::Instant::now();
-            crate::export::write_exports(&dir, &o)?;
-            crate::export::write_html(&dir, &o.meta, &o.buildings, &addresses)?;
-            Ok::<_, crate::export::ExportError>(t.elapsed())
-        })
-    });
-    let stored = store_rows(&tx, &outcome.meta, &outcome.buildings).await;
-    let store = t2.elapsed();
-    let exported = match export {
-        Some(h) => {
-            Some(h.await.map_err(|e| RunError::Export(e.to_string()))?.map_err(|e| RunError::Export(e.to_string()))?)
-        }
-        None => None,
-    };
-    stored?;
-    tx.commit().await?;
-    let mut outcome =
-        std::sync::Arc::try_unwrap(outcome).map_err(|_| RunError::Stored("the run is still shared".into()))?;
-    outcome.timings.store = store;
-    outcome.timings.export = exported;
-    outcome.timings.total = t0.elapsed();
-    Ok(outcome)
-}
-
 /// The address of each building code among `codes`.
 pub async fn load_addresses(
     client: &(impl tokio_postgres::GenericClient + Sync),
     codes: &[&str],
-) -> Result<HashMap<String, String>, RunError> {
+) -> Result<HashMap<String, String>, StoreError> {
     let codes: Vec<&str> = codes.to_vec();
     let rows = client.query("SELECT code, address FROM buildings WHERE code = ANY($1)", &[&codes]).await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// A stored run read back from the database ([`load_run`]).
-#[derive(Debug, Clone, Serialize)]
-pub struct StoredRun {
-    pub meta: RunMeta,
-    pub buildings: Vec<BuildingResult>,
-}
-
 /// The `&'static` name among `known` equal to `s` (stored text columns back into the run's types).
-fn known(s: &str, what: &str, names: &[&'static str]) -> Result<&'static str, RunError> {
-    names.iter().copied().find(|n| *n == s).ok_or_else(|| RunError::Stored(format!("unknown {what} {s:?}")))
+fn known(s: &str, what: &str, names: &[&'static str]) -> Result<&'static str, StoreError> {
+    names.iter().copied().find(|n| *n == s).ok_or_else(|| StoreError::Stored(format!("unknown {what} {s:?}")))
 }
 
 const LINE_KINDS: [&str; 11] = [
@@ -724,20 +595,20 @@ const PROBLEM_KINDS: [&str; 20] = [
     "negative_common_interval",
 ];
 
-fn sdec(s: &str, what: &str) -> Result<Decimal, RunError> {
-    Decimal::from_str(s).map_err(|e| RunError::Stored(format!("{what} {s:?}: {e}")))
+fn sdec(s: &str, what: &str) -> Result<Decimal, StoreError> {
+    Decimal::from_str(s).map_err(|e| StoreError::Stored(format!("{what} {s:?}: {e}")))
 }
 
-fn osdec(s: Option<String>, what: &str) -> Result<Option<Decimal>, RunError> {
+fn osdec(s: Option<String>, what: &str) -> Result<Option<Decimal>, StoreError> {
     s.map(|s| sdec(&s, what)).transpose()
 }
 
 /// Reads a stored run of `month`: `version`, or the latest one. Bills, lines and problems are as stored; the
 /// building summaries are rebuilt from them ([`rebuild_summary`]).
-pub async fn load_run(client: &Client, month: &BillingMonth, version: Option<i32>) -> Result<StoredRun, RunError> {
+pub async fn load_run(client: &Client, month: &BillingMonth, version: Option<i32>) -> Result<StoredRun, StoreError> {
     let first = month.period.first_day();
     let last = month.period.last_day();
-    let no_run = || RunError::NoRun { period: month.label(), version };
+    let no_run = || StoreError::NoRun { period: month.label(), version };
     let row = client
         .query_opt(
             "SELECT id, version, period_start, period_end, building_code, tariff_code, split_key, created_at
@@ -748,7 +619,7 @@ pub async fn load_run(client: &Client, month: &BillingMonth, version: Option<i32
         .await?
         .ok_or_else(no_run)?;
     let split_name: String = row.get(6);
-    let split = split_key_name(crate::run::parse_split_key(&split_name)?);
+    let split = split_key_name(parse_split_key(&split_name)?);
     let meta = RunMeta {
         run_id: row.get(0),
         version: row.get(1),
@@ -763,7 +634,7 @@ pub async fn load_run(client: &Client, month: &BillingMonth, version: Option<i32
     let run_id = meta.run_id;
 
     // Lines per bill id.
-    let mut lines: HashMap<i64, Vec<crate::run::LineOut>> = HashMap::new();
+    let mut lines: HashMap<i64, Vec<LineOut>> = HashMap::new();
     for r in client
         .query(
             "SELECT l.bill_id, l.line_no, l.tariff_code, l.kind, l.zone, l.tou, l.quantity::text, l.unit,
@@ -774,7 +645,7 @@ pub async fn load_run(client: &Client, month: &BillingMonth, version: Option<i32
         .await?
     {
         let tou: Option<String> = r.get(5);
-        lines.entry(r.get(0)).or_default().push(crate::run::LineOut {
+        lines.entry(r.get(0)).or_default().push(LineOut {
             line_no: r.get(1),
             tariff_code: r.get(2),
             kind: known(r.get(3), "line kind", &LINE_KINDS)?,
@@ -790,7 +661,7 @@ pub async fn load_run(client: &Client, month: &BillingMonth, version: Option<i32
 
     // Buildings of the run (with bills or problems), in id order.
     let mut buildings: Vec<BuildingResult> = Vec::new();
-    let mut members: Vec<Vec<crate::allocation::Member>> = Vec::new();
+    let mut members: Vec<Vec<Member>> = Vec::new();
     let mut index: HashMap<i32, usize> = HashMap::new();
     for r in client
         .query(
@@ -807,7 +678,7 @@ pub async fn load_run(client: &Client, month: &BillingMonth, version: Option<i32
         index.insert(r.get(0), buildings.len());
         members.push(Vec::new());
         buildings.push(BuildingResult {
-            summary: crate::run::BuildingSummary {
+            summary: BuildingSummary {
                 building_id: r.get(0),
                 building_code: r.get(1),
                 region: region(r.get(2))?,
@@ -856,12 +727,12 @@ pub async fn load_run(client: &Client, month: &BillingMonth, version: Option<i32
         let Some(&bi) = index.get(&r.get::<_, i32>(4)) else { continue };
         let (Some(b), Some(m)) = (buildings.get_mut(bi), members.get_mut(bi)) else { continue };
         let residents: i16 = r.get(18);
-        m.push(crate::allocation::Member {
+        m.push(Member {
             floor_area_m2: sdec(r.get(17), "floor area")?,
             residents: u32::try_from(residents).unwrap_or(0),
         });
         let difference_percent = osdec(r.get(16), "difference percent")?;
-        b.bills.push(crate::run::HouseholdBill {
+        b.bills.push(HouseholdBill {
             household_id: r.get(1),
             household_code: r.get(2),
             apartment: r.get(3),
@@ -893,7 +764,7 @@ pub async fn load_run(client: &Client, month: &BillingMonth, version: Option<i32
     {
         let Some(building_id) = r.get::<_, Option<i32>>(0) else { continue };
         let Some(b) = index.get(&building_id).and_then(|&bi| buildings.get_mut(bi)) else { continue };
-        b.problems.push(crate::run::Problem {
+        b.problems.push(Problem {
             building_id,
             building_code: b.summary.building_code.clone(),
             household_id: r.get(1),
@@ -920,59 +791,4 @@ pub async fn load_run(client: &Client, month: &BillingMonth, version: Option<i32
         rebuild_summary(b, m);
     }
     Ok(StoredRun { meta, buildings })
-}
-
-/// Rebuilds a building summary from its stored bills and problems (the run does not store summaries).
-/// The master is `Σ apartments + common` when the building was reconciled (the stored common kWh are
-/// `master − Σ apartments` exactly), else unknown; the master's own estimated share is not stored (`None`).
-/// The split-key results are recomputed from the common kWh and the households' current floor area and
-/// residents. `members` are the billed households in bill order.
-pub fn rebuild_summary(b: &mut BuildingResult, members: &[crate::allocation::Member]) {
-    use crate::allocation::{allocate_wh, SplitKey};
-    let bills = &b.bills;
-    let s = &mut b.summary;
-    let mut totals: Vec<Decimal> = bills.iter().map(|x| x.total).collect();
-    totals.sort();
-    s.bills = bills.len();
-    s.estimated_bills = bills.iter().filter(|x| x.estimated).count();
-    s.apartments_kwh = bills.iter().map(|x| x.total_kwh).sum();
-    let reconciled = !bills.is_empty() && bills.len() == s.households && bills.iter().all(|x| x.common_kwh.is_some());
-    s.common_kwh = reconciled.then(|| bills.iter().filter_map(|x| x.common_kwh).sum());
-    s.master_kwh = s.common_kwh.map(|c| c + s.apartments_kwh);
-    s.master_estimated_share = None;
-    s.common_percent = match (s.common_kwh, s.master_kwh) {
-        (Some(c), Some(m)) if !m.is_zero() => Some(crate::money::round_para(c * Decimal::ONE_HUNDRED / m)),
-        _ => None,
-    };
-    s.metered_total = totals.iter().sum();
-    let with_old: Vec<&crate::run::HouseholdBill> = bills.iter().filter(|x| x.old_split_total.is_some()).collect();
-    s.one_over_n_total = (!with_old.is_empty() && with_old.len() == bills.len())
-        .then(|| with_old.iter().filter_map(|x| x.old_split_total).sum());
-    s.min_bill = totals.first().copied();
-    s.median_bill = crate::run::median(&totals);
-    s.max_bill = totals.last().copied();
-    s.pay_more = with_old.iter().filter(|x| x.difference.is_some_and(|d| d > Decimal::ZERO)).count();
-    s.pay_less = with_old.iter().filter(|x| x.difference.is_some_and(|d| d < Decimal::ZERO)).count();
-    s.pay_same = with_old.iter().filter(|x| x.difference.is_some_and(|d| d.is_zero())).count();
-    s.problems = b.problems.len();
-    s.negative_common_intervals = b.problems.iter().filter(|p| p.kind == "negative_common_interval").count();
-    s.interval_hours_checked = None;
-    s.split_keys.clear();
-    let common_wh = s.common_kwh.map(|c| (c * Decimal::ONE_THOUSAND).trunc()).and_then(|w| {
-        let t = w.normalize();
-        i64::try_from(t.mantissa() / 10i128.pow(t.scale())).ok()
-    });
-    if let Some(common) = common_wh {
-        for k in [SplitKey::Equal, SplitKey::FloorArea, SplitKey::Residents] {
-            if let Ok(parts) = allocate_wh(common, k, members) {
-                if let (Some(min), Some(max)) = (parts.iter().min(), parts.iter().max()) {
-                    s.split_keys.push(crate::run::KeyResult {
-                        key: split_key_name(k),
-                        min_kwh: crate::money::wh_to_kwh(*min),
-                        max_kwh: crate::money::wh_to_kwh(*max),
-                    });
-                }
-            }
-        }
-    }
 }

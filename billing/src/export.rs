@@ -16,8 +16,10 @@ use std::path::Path;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::db::RunOutcome;
-use crate::run::{BuildingSummary, HouseholdBill, Problem};
+use billing_core::run::{BuildingResult, BuildingSummary, HouseholdBill, Problem};
+
+use crate::html;
+use crate::model::{RunMeta, RunOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -61,13 +63,13 @@ fn opt(d: Option<Decimal>) -> String {
 
 #[derive(Serialize)]
 struct BillsJson<'a> {
-    run: &'a crate::db::RunMeta,
+    run: &'a RunMeta,
     bills: Vec<&'a HouseholdBill>,
 }
 
 #[derive(Serialize)]
 struct BuildingsJson<'a> {
-    run: &'a crate::db::RunMeta,
+    run: &'a RunMeta,
     buildings: Vec<&'a BuildingSummary>,
     problems: Vec<&'a Problem>,
 }
@@ -130,12 +132,12 @@ pub fn write_exports(dir: &Path, outcome: &RunOutcome) -> Result<(), ExportError
 }
 
 /// Writes `invoices/<household>.html` per bill and `buildings/<code>.html` per building into `dir`; file
-/// names are the codes with anything but `[A-Za-z0-9._-]` replaced by `_` ([`crate::html::file_stem`]).
+/// names are the codes with anything but `[A-Za-z0-9._-]` replaced by `_` ([`html::file_stem`]).
 /// `addresses` maps building codes to their address (a missing one prints as empty).
 pub fn write_html(
     dir: &Path,
-    meta: &crate::db::RunMeta,
-    buildings: &[crate::run::BuildingResult],
+    meta: &RunMeta,
+    buildings: &[BuildingResult],
     addresses: &std::collections::HashMap<String, String>,
 ) -> Result<(), ExportError> {
     let io = |path: &Path| {
@@ -148,11 +150,11 @@ pub fn write_html(
     for b in buildings {
         let address = addresses.get(&b.summary.building_code).map(String::as_str).unwrap_or("");
         for bill in &b.bills {
-            let path = inv.join(format!("{}.html", crate::html::file_stem(&bill.household_code)));
-            std::fs::write(&path, crate::html::invoice(meta, address, bill)).map_err(io(&path))?;
+            let path = inv.join(format!("{}.html", html::file_stem(&bill.household_code)));
+            std::fs::write(&path, html::invoice(meta, address, bill)).map_err(io(&path))?;
         }
-        let path = bld.join(format!("{}.html", crate::html::file_stem(&b.summary.building_code)));
-        std::fs::write(&path, crate::html::building_report(meta, address, b)).map_err(io(&path))?;
+        let path = bld.join(format!("{}.html", html::file_stem(&b.summary.building_code)));
+        std::fs::write(&path, html::building_report(meta, address, b)).map_err(io(&path))?;
     }
     Ok(())
 }

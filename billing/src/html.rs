@@ -13,8 +13,9 @@ use std::fmt::Write as _;
 
 use rust_decimal::Decimal;
 
-use crate::db::RunMeta;
-use crate::run::{BuildingResult, HouseholdBill, LineOut};
+use billing_core::run::{BuildingResult, HouseholdBill, LineOut};
+
+use crate::model::RunMeta;
 
 /// Escapes `&`, `<`, `>`, `"` and `'` for HTML text and attribute values.
 pub fn escape(s: &str) -> String {

@@ -1,69 +1,35 @@
-//! Per-household electricity bills from interval data (issue 4): the pure core, no database.
+//! Per-household electricity bills from interval data (issue 4): the edge — the database, the exports, the
+//! printable HTML and the `billing` binary — around the pure core [`billing_core`], which this crate
+//! re-exports whole (`billing::tariff`, `billing::compute_bill`, `billing::run`, … are the core's; its crate
+//! docs state the rounding rule and the inferred rules).
 //!
 //! | module | what |
 //! |---|---|
-//! | [`tariff`] | the native TOML tariff format (documented there), validation with field + line errors, [`tariff::TariffSet`] of successive tariffs; the shipped EPS household tariff from 2025-10-01 ([`tariff::EPS_HOUSEHOLD_2025`]) |
-//! | [`interval`] | VT/NT classification of a 15-minute interval by its local start (Europe/Belgrade, DST included), exact VT/NT sums of `(ts, Wh)` |
-//! | [`bill`] | a household's bill for a period: every line in BILLING.md order, tariff changes inside the period |
-//! | [`allocation`] | building reconciliation (master − Σ apartments = common + losses, negative → exception) and split keys with exact allocation in Wh and para |
-//! | [`old_split`] | the 1/N bill (master ÷ N billed like the household) and the difference in RSD and % |
-//! | [`money`] | the rounding rule, in one place |
-//! | [`run`] | a month's run for buildings from the register readings at the period boundaries (Europe/Belgrade month, VEE at the boundaries, meter exchange, reconciliation, common-area split, 1/N) — pure |
-//! | [`db`] | reading the head-end's schema, storing runs/bills/lines/problems by COPY (migration 0004), versions, exports written while storing |
+//! | [`model`] | the shared types of a stored run: [`model::RunOptions`], [`model::RunMeta`], [`model::RunOutcome`], [`model::StoredRun`], [`model::StoreError`] |
+//! | [`db`] | reading the head-end's schema (inventory, boundary readings), storing runs/bills/lines/problems by COPY (migration 0004), versions, reading a stored run back |
+//! | [`checks`] | the steps that need the database beyond the boundary readings: corrections of the previous month, the per-hour reconciliation |
+//! | [`pipeline`] | a whole run: read, compute, checks, store, and the exports written while storing |
 //! | [`export`] | `bills.csv`, `bills.json`, `buildings.json`, `invoices/<household>.html`, `buildings/<code>.html` |
 //! | [`html`] | the printable invoice and building report (hand-written, escaped HTML; inline CSS and SVG) |
-//! | [`vee`] | validation, estimation, editing of cumulative registers: gaps, decreasing registers, spikes, zero runs; interpolation and like-day estimates with quality flags |
 //! | [`show`] | `billing show`: a stored run as text, JSON or HTML |
+//!
+//! Imports go one way: `pipeline` → `checks` → `db` → `model`, `pipeline` → `export` → `html` → `model`,
+//! `show` → `html`; every module uses the core.
 //!
 //! `billing run --period YYYY-MM [--building CODE] [--out DIR] [--split equal|area|residents] [--tariff FILE]`
 //! (`--database-url` or `DATABASE_URL`) bills every household for the month; see [`run`] for the rules (two
 //! readings per register and meter: no raw-interval scan, hence no ingest-time rollup needed for billing).
 //! `billing show --period YYYY-MM [--version N] [--household CODE | --building CODE] [--format text|json|html]`
 //! prints a stored run ([`show`]).
-//!
-//! # Rounding (stated once, implemented in [`money`])
-//!
-//! Money is `rust_decimal::Decimal`, rounded half away from zero to the para (0.01 RSD). **The chain is
-//! computed unrounded and the total is rounded once**; every printed line is its exact amount rounded to the
-//! para; a final `rounding` line (± para) makes the printed lines add up to the total. Excise and VAT are on
-//! the exact sums above them. Energy lines: the energy subtotal is the exact energy amount rounded once and the
-//! energy lines are apportioned to it by largest remainder. Energy is whole Wh; derived kWh (scaled zone
-//! limits, VT/NT per zone, a split between tariffs) are rounded to the Wh. Allocations use largest remainder on
-//! Wh and para so that they add up exactly.
-//!
-//! **Why**: it is the only convention that reproduces every figure of BILLING.md's worked example — energy
-//! 2,235.16, power 672.28, supplier 160.67, renewables 240.30, efficiency 4.50, excise 248.47, VAT 712.28, TV
-//! 349.00 **and** total 4,622.65 (the exact chain 4,622.6526 rounded once), while those printed lines add up
-//! to 4,622.66: the invoice therefore carries a rounding line of −0.01. Rounding every line and summing them
-//! (this crate's earlier rule) gives 4,622.66, which contradicts the stated total. See the tests
-//! `worked_example_of_billing_md` and `worked_example_every_printed_figure`.
-//!
-//! # Inferred rules (not stated by a source; keep them configurable or confirm them)
-//!
-//! - VT/NT share of a zone: pro rata by the period's VT share ([`bill`]); the single-rate red price 3 × green
-//!   (in the tariff file).
-//! - Zone limits scaled by days/30 are rounded to the Wh.
-//! - Monthly charges (power, supplier, TV fee) count "months" as Σ over calendar months of days covered / days
-//!   in that month (a whole calendar month = 1).
-//! - A tariff change inside a period splits the kWh pro rata by days; each part is billed under its tariff.
-//! - The payment discount given on a bill uses that bill's base.
-//! - The 1/N benchmark divides the master meter (common areas included) by N ([`old_split`]).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod allocation;
-pub mod bill;
 pub mod checks;
 pub mod db;
 pub mod export;
 pub mod html;
-pub mod interval;
-pub mod money;
-pub mod old_split;
-pub mod run;
+pub mod model;
+pub mod pipeline;
 pub mod show;
-pub mod tariff;
-pub mod vee;
 
-pub use bill::{compute_bill, Bill, BillError, BillInput, Consumption, Period};
-pub use tariff::{Tariff, TariffError, TariffSet};
+pub use billing_core::*;

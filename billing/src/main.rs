@@ -151,7 +151,7 @@ fn main() -> anyhow::Result<()> {
                 like_day_weeks: like_day_weeks.min(52),
                 ..Default::default()
             };
-            let opts = billing::db::RunOptions {
+            let opts = billing::model::RunOptions {
                 month: billing::run::BillingMonth::parse(&period)?,
                 building,
                 rules: billing::run::Rules {
@@ -172,7 +172,7 @@ fn main() -> anyhow::Result<()> {
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });
-                let outcome = billing::db::run_with_exports(&mut client, &opts, &tariffs, out.as_deref()).await?;
+                let outcome = billing::pipeline::run_with_exports(&mut client, &opts, &tariffs, out.as_deref()).await?;
                 let exported = outcome.timings.export.unwrap_or_default();
                 let bills: usize = outcome.buildings.iter().map(|b| b.bills.len()).sum();
                 let problems: usize = outcome.buildings.iter().map(|b| b.problems.len()).sum();

@@ -9,9 +9,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::db::{RunMeta, StoredRun};
+use billing_core::run::{BuildingResult, HouseholdBill};
+
 use crate::html;
-use crate::run::{BuildingResult, HouseholdBill};
+use crate::model::{RunMeta, StoredRun};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShowError {

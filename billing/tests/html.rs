@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use billing::bill::{compute_bill, BillInput, Period};
-use billing::db::RunMeta;
 use billing::html::{building_report, escape, file_stem, invoice, number, rsd};
+use billing::model::RunMeta;
 use billing::run::{lines_of, BuildingResult, BuildingSummary, HouseholdBill, KeyResult, Problem};
 use billing::{Tariff, TariffSet};
 use chrono::{TimeZone, Utc};

@@ -8,9 +8,10 @@ use std::str::FromStr;
 
 use billing::allocation::{allocate_wh, Member, SplitKey};
 use billing::bill::{compute_bill, BillInput, Consumption, Period};
-use billing::db::{run, RunOptions};
+use billing::model::RunOptions;
 use billing::money::wh_to_kwh;
 use billing::old_split::one_over_n_bill;
+use billing::pipeline::run;
 use billing::run::{lines_of, BillingMonth, Rules, CH_NT, CH_TOTAL, CH_VT};
 use billing::{Tariff, TariffSet};
 use chrono::{DateTime, Duration, Utc};
@@ -452,7 +453,7 @@ async fn exports_and_building_filter() {
     let mut f = setup("2026-10").await;
     let t = tariffs();
     let unknown = RunOptions { building: Some("NOPE".into()), ..opts(f.month) };
-    assert!(matches!(run(&mut f.client, &unknown, &t).await, Err(billing::run::RunError::UnknownBuilding(_))));
+    assert!(matches!(run(&mut f.client, &unknown, &t).await, Err(billing::model::StoreError::UnknownBuilding(_))));
     let out = run(&mut f.client, &RunOptions { building: Some("B1".into()), ..opts(f.month) }, &t).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     billing::export::write_exports(dir.path(), &out).unwrap();
@@ -576,7 +577,7 @@ async fn a_stored_run_reads_back_as_computed() {
         assert_eq!(got.summary, summary);
     }
     let missing = billing::db::load_run(&f.client, &f.month, Some(3)).await;
-    assert!(matches!(missing, Err(billing::run::RunError::NoRun { version: Some(3), .. })));
+    assert!(matches!(missing, Err(billing::model::StoreError::NoRun { version: Some(3), .. })));
 }
 
 #[tokio::test]
@@ -750,7 +751,8 @@ async fn an_estimate_replaced_by_the_actual_reading_is_corrected_on_the_next_bil
 
     // Re-running November: a new version, the same correction; with exports.
     let dir = tempfile::tempdir().unwrap();
-    let again = billing::db::run_with_exports(&mut f.client, &opts(nov_month), &t, Some(dir.path())).await.unwrap();
+    let again =
+        billing::pipeline::run_with_exports(&mut f.client, &opts(nov_month), &t, Some(dir.path())).await.unwrap();
     assert_eq!(again.meta.version, 2);
     assert_eq!(again.buildings[0].bills, b.bills);
     let csv = std::fs::read_to_string(dir.path().join("bills.csv")).unwrap();
@@ -818,7 +820,8 @@ async fn an_hour_with_apartments_above_the_master_is_a_problem_of_that_building_
         c.query_one("SELECT headend_refresh_hour($1)", &[&(h0 + Duration::hours(k))]).await.unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = billing::db::run_with_exports(&mut f.client, &opts(month), &tariffs(), Some(dir.path())).await.unwrap();
+    let out =
+        billing::pipeline::run_with_exports(&mut f.client, &opts(month), &tariffs(), Some(dir.path())).await.unwrap();
     let [r1, r2] = out.buildings.as_slice() else { panic!("two buildings") };
     let neg: Vec<&billing::run::Problem> =
         r1.problems.iter().filter(|p| p.kind == "negative_common_interval").collect();

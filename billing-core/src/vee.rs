@@ -40,7 +40,13 @@ use chrono_tz::Europe::Belgrade;
 use rust_decimal::Decimal;
 
 use crate::interval::INTERVAL;
-use crate::run::Read;
+
+/// A register reading: the cumulative Wh at the end of an interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Read {
+    pub ts: DateTime<Utc>,
+    pub wh: i64,
+}
 
 /// Quality of a register value or interval (NEM12 letter and Green Button code in [`Quality::nem12`] and
 /// [`Quality::green_button`]).

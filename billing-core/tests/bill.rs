@@ -2,11 +2,11 @@
 //! Bills: the worked example of BILLING.md, zone crossings, a mid-period tariff change, discounts, exemptions,
 //! the 1/N comparison.
 
-use billing::bill::{Exemptions, LineKind, PaymentDiscount, Unit};
-use billing::interval::TimeOfUse;
-use billing::old_split::{compare, one_over_n_bill, one_over_n_consumption};
-use billing::tariff::EPS_HOUSEHOLD_2025;
-use billing::{compute_bill, Bill, BillError, BillInput, Consumption, Period, Tariff, TariffSet};
+use billing_core::bill::{Exemptions, LineKind, PaymentDiscount, Unit};
+use billing_core::interval::TimeOfUse;
+use billing_core::old_split::{compare, one_over_n_bill, one_over_n_consumption};
+use billing_core::tariff::EPS_HOUSEHOLD_2025;
+use billing_core::{compute_bill, Bill, BillError, BillInput, Consumption, Period, Tariff, TariffSet};
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -78,7 +78,7 @@ fn worked_example_every_printed_figure() {
         BillInput::two_rate(Period::month(2025, 11).unwrap(), dec!(210), dec!(90), dec!(11.04), Region::Belgrade);
     let bill = compute_bill(&input, &eps()).unwrap();
     let printed: Vec<(&str, Decimal)> =
-        billing::run::lines_of(&bill).iter().fold(Vec::new(), |mut acc: Vec<(&str, Decimal)>, l| {
+        billing_core::run::lines_of(&bill).iter().fold(Vec::new(), |mut acc: Vec<(&str, Decimal)>, l| {
             match acc.last_mut() {
                 Some(last) if last.0 == l.kind => last.1 += l.amount,
                 _ => acc.push((l.kind, l.amount)),
@@ -151,7 +151,7 @@ fn zone_crossing_into_red_on_a_31_day_month() {
     for l in bill.lines().filter(|l| l.kind != LineKind::Rounding) {
         assert!((l.amount - l.exact).abs() <= dec!(0.01), "{l:?}");
     }
-    assert_eq!(bill.total, billing::money::round_para(bill.exact_total()));
+    assert_eq!(bill.total, billing_core::money::round_para(bill.exact_total()));
 }
 
 #[test]
@@ -215,10 +215,10 @@ fn tariff_change_inside_a_period_splits_by_days() {
     // Each segment is billed as a period of its own.
     for seg in [a, b] {
         let alone = BillInput { period: seg.period, consumption: seg.consumption, ..input.clone() };
-        assert_eq!(compute_bill(&alone, &set).unwrap().total, billing::money::round_para(seg.total));
+        assert_eq!(compute_bill(&alone, &set).unwrap().total, billing_core::money::round_para(seg.total));
     }
     // The total is the exact chain of both segments rounded once.
-    assert_eq!(bill.total, billing::money::round_para(a.total + b.total));
+    assert_eq!(bill.total, billing_core::money::round_para(a.total + b.total));
     assert_eq!(bill.lines().map(|l| l.amount).sum::<Decimal>(), bill.total);
     // The second segment's green VT price is 10.
     let vt_green_b =
@@ -302,5 +302,5 @@ fn one_over_n_bill_and_difference() {
     let c = compare(&metered, &old);
     assert_eq!(c.difference, metered.total - dec!(4622.65));
     assert!(c.difference < Decimal::ZERO);
-    assert_eq!(c.percent, Some(billing::money::round_para(c.difference * dec!(100) / dec!(4622.65))));
+    assert_eq!(c.percent, Some(billing_core::money::round_para(c.difference * dec!(100) / dec!(4622.65))));
 }

@@ -1,8 +1,8 @@
 #![allow(clippy::unwrap_used)]
 //! The tariff format: the shipped file, errors with field and line, validation, tariff sets.
 
-use billing::tariff::{Tariff, TariffError, TariffSet, EPS_HOUSEHOLD_2025};
-use billing::Period;
+use billing_core::tariff::{Tariff, TariffError, TariffSet, EPS_HOUSEHOLD_2025};
+use billing_core::Period;
 use chrono::NaiveDate;
 use rust_decimal_macros::dec;
 use schemas::inventory::Region;

@@ -30,20 +30,18 @@
 //! last the remainder, so the parts add up exactly); each segment is billed as a period of its own (its own
 //! zone limits, months, fees and taxes) and the bill total is the sum of the segment totals.
 
-use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
 use schemas::inventory::Region;
 
 use crate::interval::{NightWindow, TimeOfUse};
 use crate::money::{apportion, has_at_most_dp, int_part, round_para, round_wh, ENERGY_DP, MONEY_DP};
+pub use crate::period::{Period, PeriodError, MAX_DAYS};
 use crate::tariff::{Tariff, TariffError, TariffSet};
 
 /// Largest kWh a bill accepts (per register).
 pub const MAX_KWH: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
 /// Largest approved power a bill accepts, kW.
 pub const MAX_KW: Decimal = Decimal::from_parts(100_000, 0, 0, false, 0);
-/// Longest billing period, days.
-pub const MAX_DAYS: i64 = 3660;
 
 /// Why a bill could not be computed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,75 +54,6 @@ pub enum BillError {
 
 fn input_err<T>(field: &'static str, message: impl Into<String>) -> Result<T, BillError> {
     Err(BillError::Input { field, message: message.into() })
-}
-
-/// A billing period: whole days, both ends inclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Period {
-    first: NaiveDate,
-    last: NaiveDate,
-}
-
-impl Period {
-    /// `first..=last`; refused when `last < first` or longer than [`MAX_DAYS`].
-    pub fn new(first: NaiveDate, last: NaiveDate) -> Result<Period, BillError> {
-        if last < first {
-            return input_err("period", format!("last day {last} is before first day {first}"));
-        }
-        if (last - first).num_days() + 1 > MAX_DAYS {
-            return input_err("period", format!("longer than {MAX_DAYS} days"));
-        }
-        Ok(Period { first, last })
-    }
-
-    /// The calendar month `year-month`.
-    pub fn month(year: i32, month: u32) -> Result<Period, BillError> {
-        let first = NaiveDate::from_ymd_opt(year, month, 1);
-        let next = if month == 12 {
-            NaiveDate::from_ymd_opt(year + 1, 1, 1)
-        } else {
-            NaiveDate::from_ymd_opt(year, month + 1, 1)
-        };
-        match (first, next.and_then(|n| n.pred_opt())) {
-            (Some(f), Some(l)) => Period::new(f, l),
-            _ => input_err("period", format!("{year}-{month:02} is not a month")),
-        }
-    }
-
-    pub fn first_day(&self) -> NaiveDate {
-        self.first
-    }
-
-    pub fn last_day(&self) -> NaiveDate {
-        self.last
-    }
-
-    /// Number of days, ≥ 1.
-    pub fn days(&self) -> i64 {
-        (self.last - self.first).num_days() + 1
-    }
-
-    /// Months for the monthly charges: Σ over calendar months of days covered / days in that month.
-    pub fn months(&self) -> Decimal {
-        let mut total = Decimal::ZERO;
-        let mut day = self.first;
-        loop {
-            let (y, m) = (day.year(), day.month());
-            let dim = days_in_month(y, m);
-            let month_last = NaiveDate::from_ymd_opt(y, m, dim).unwrap_or(day);
-            let last = month_last.min(self.last);
-            let covered = (last - day).num_days() + 1;
-            total += if covered == i64::from(dim) { Decimal::ONE } else { Decimal::from(covered) / Decimal::from(dim) };
-            match last.succ_opt() {
-                Some(next) if last < self.last => day = next,
-                _ => return total,
-            }
-        }
-    }
-}
-
-fn days_in_month(y: i32, m: u32) -> u32 {
-    (28..=31).rev().find(|d| NaiveDate::from_ymd_opt(y, m, *d).is_some()).unwrap_or(28)
 }
 
 /// Metered consumption of a period.

@@ -1,11 +1,11 @@
 #![allow(clippy::unwrap_used)]
 //! Buildings: reconciliation, split keys, exact allocations; property tests of allocation and of the bill.
 
-use billing::allocation::{
+use billing_core::allocation::{
     allocate_money, allocate_wh, reconcile_series, AllocationError, Member, Reconciliation, SplitKey,
 };
-use billing::bill::PaymentDiscount;
-use billing::{compute_bill, BillInput, Period, Tariff, TariffSet};
+use billing_core::bill::PaymentDiscount;
+use billing_core::{compute_bill, BillInput, Period, Tariff, TariffSet};
 use chrono::{Duration, TimeZone, Utc};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -139,13 +139,13 @@ proptest! {
         let input = BillInput::two_rate(Period::month(2025, 11).unwrap(), Decimal::new(vt, 3), Decimal::new(nt, 3), Decimal::new(kw, 1), Region::Central);
         let bill = compute_bill(&input, &tariffs()).unwrap();
         prop_assert_eq!(bill.lines().map(|l| l.amount).sum::<Decimal>(), bill.total);
-        let kwh: Decimal = bill.lines().filter(|l| matches!(l.kind, billing::bill::LineKind::Energy { .. })).map(|l| l.quantity).sum();
+        let kwh: Decimal = bill.lines().filter(|l| matches!(l.kind, billing_core::bill::LineKind::Energy { .. })).map(|l| l.quantity).sum();
         prop_assert_eq!(kwh, bill.total_kwh);
         // The total is the exact chain rounded once; the rounding line is at most half a para per printed line.
-        prop_assert_eq!(bill.total, billing::money::round_para(bill.exact_total()));
-        let printed = bill.lines().filter(|l| l.kind != billing::bill::LineKind::Rounding).count();
+        prop_assert_eq!(bill.total, billing_core::money::round_para(bill.exact_total()));
+        let printed = bill.lines().filter(|l| l.kind != billing_core::bill::LineKind::Rounding).count();
         prop_assert!(bill.rounding().abs() <= Decimal::new(5, 3) * Decimal::from(printed + 1));
-        for l in bill.lines().filter(|l| l.kind != billing::bill::LineKind::Rounding) {
+        for l in bill.lines().filter(|l| l.kind != billing_core::bill::LineKind::Rounding) {
             prop_assert!((l.amount - l.exact).abs() <= dec!(0.01));
             prop_assert!(l.quantity >= Decimal::ZERO);
         }

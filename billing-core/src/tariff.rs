@@ -42,8 +42,8 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::bill::Period;
 use crate::interval::NightWindow;
+use crate::period::Period;
 
 /// The shipped default: the EPS regulated household tariff from 2025-10-01.
 pub const EPS_HOUSEHOLD_2025: &str = include_str!("../tariffs/eps-household-2025.toml");

@@ -1,5 +1,5 @@
 //! A billing run for one calendar month, computed from register readings at the period boundaries (pure; the
-//! database side is [`crate::db`], the files [`crate::export`]).
+//! database side and the files are in the `billing` crate: `billing::db`, `billing::export`).
 //!
 //! # The period
 //!
@@ -54,7 +54,7 @@
 //! assembly's account); charging them through household bills would need a pricing rule for that supply that
 //! no source states.
 //!
-//! # After the computation ([`crate::checks`], database)
+//! # After the computation (`billing::checks`, database)
 //!
 //! The run then adds the corrections of the previous month's estimated bills (a `correction` line on this
 //! month's bill) and the per-hour reconciliation from `readings_hourly` (`negative_common_interval`
@@ -73,13 +73,14 @@ use schemas::inventory::Region;
 use serde::Serialize;
 
 use crate::allocation::{allocate_wh, Member, Reconciliation, SplitKey};
-use crate::bill::{compute_bill, Bill, BillInput, LineKind, Period, Unit};
+use crate::bill::{compute_bill, Bill, BillInput, Consumption, LineKind, Unit};
 use crate::interval::TimeOfUse;
 use crate::money::{round_para, wh_to_kwh};
 use crate::old_split::{compare, one_over_n_bill};
+use crate::period::Period;
 use crate::tariff::TariffSet;
+pub use crate::vee::Read;
 use crate::vee::{Quality, VeeConfig};
-use crate::Consumption;
 
 /// Channel id of 1.0.1.8.0 (active energy import, total), Wh.
 pub const CH_TOTAL: i16 = 1;
@@ -99,25 +100,13 @@ fn obis(ch: i16) -> &'static str {
     }
 }
 
-/// Why a run could not be made.
-#[derive(Debug, thiserror::Error)]
+/// A run's parameters that could not be parsed (the database side has its own errors in the `billing` crate).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RunError {
     #[error("period {0:?}: expected YYYY-MM")]
     Period(String),
     #[error("split key {0:?}: expected equal, area or residents")]
     SplitKey(String),
-    #[error("no building with code {0:?}")]
-    UnknownBuilding(String),
-    #[error("inventory: {0}")]
-    Inventory(String),
-    #[error("no stored billing run for period {period}{}", version.map(|v| format!(" version {v}")).unwrap_or_default())]
-    NoRun { period: String, version: Option<i32> },
-    #[error("stored run: {0}")]
-    Stored(String),
-    #[error("database: {0}")]
-    Db(#[from] tokio_postgres::Error),
-    #[error("export: {0}")]
-    Export(String),
 }
 
 /// A calendar month in Europe/Belgrade time and its UTC boundaries.
@@ -212,6 +201,57 @@ pub fn refresh_totals(r: &mut BuildingResult) {
     s.negative_common_intervals = r.problems.iter().filter(|p| p.kind == "negative_common_interval").count();
 }
 
+/// The smallest and largest household share of `common_wh` under every simple split key; a key that cannot
+/// split (e.g. no residents recorded) is left out.
+fn split_key_results(common_wh: i64, members: &[Member]) -> Vec<KeyResult> {
+    [SplitKey::Equal, SplitKey::FloorArea, SplitKey::Residents]
+        .into_iter()
+        .filter_map(|k| {
+            let parts = allocate_wh(common_wh, k, members).ok()?;
+            Some(KeyResult {
+                key: split_key_name(k),
+                min_kwh: wh_to_kwh(*parts.iter().min()?),
+                max_kwh: wh_to_kwh(*parts.iter().max()?),
+            })
+        })
+        .collect()
+}
+
+/// Rebuilds a building summary from its stored bills and problems (a stored run does not store summaries).
+/// The master is `Σ apartments + common` when the building was reconciled (the stored common kWh are
+/// `master − Σ apartments` exactly), else unknown; the master's own estimated share is not stored (`None`).
+/// The split-key results are recomputed from the common kWh and the households' current floor area and
+/// residents. `members` are the billed households in bill order.
+pub fn rebuild_summary(b: &mut BuildingResult, members: &[Member]) {
+    let bills = &b.bills;
+    let s = &mut b.summary;
+    s.bills = bills.len();
+    s.estimated_bills = bills.iter().filter(|x| x.estimated).count();
+    s.apartments_kwh = bills.iter().map(|x| x.total_kwh).sum();
+    let reconciled = !bills.is_empty() && bills.len() == s.households && bills.iter().all(|x| x.common_kwh.is_some());
+    s.common_kwh = reconciled.then(|| bills.iter().filter_map(|x| x.common_kwh).sum());
+    s.master_kwh = s.common_kwh.map(|c| c + s.apartments_kwh);
+    s.master_estimated_share = None;
+    s.common_percent = match (s.common_kwh, s.master_kwh) {
+        (Some(c), Some(m)) if !m.is_zero() => Some(round_para(c * Decimal::ONE_HUNDRED / m)),
+        _ => None,
+    };
+    let with_old: Vec<&HouseholdBill> = bills.iter().filter(|x| x.old_split_total.is_some()).collect();
+    s.one_over_n_total = (!with_old.is_empty() && with_old.len() == bills.len())
+        .then(|| with_old.iter().filter_map(|x| x.old_split_total).sum());
+    s.pay_more = with_old.iter().filter(|x| x.difference.is_some_and(|d| d > Decimal::ZERO)).count();
+    s.pay_less = with_old.iter().filter(|x| x.difference.is_some_and(|d| d < Decimal::ZERO)).count();
+    s.pay_same = with_old.iter().filter(|x| x.difference.is_some_and(|d| d.is_zero())).count();
+    s.interval_hours_checked = None;
+    let common_wh = s.common_kwh.map(|c| (c * Decimal::ONE_THOUSAND).trunc()).and_then(|w| {
+        let t = w.normalize();
+        i64::try_from(t.mantissa() / 10i128.pow(t.scale())).ok()
+    });
+    s.split_keys = common_wh.map(|common| split_key_results(common, members)).unwrap_or_default();
+    // Metered total, min / median / max bill, problem counts.
+    refresh_totals(b);
+}
+
 /// Parses a `--split` value.
 pub fn parse_split_key(s: &str) -> Result<SplitKey, RunError> {
     match s {
@@ -230,13 +270,6 @@ pub fn split_key_name(k: SplitKey) -> &'static str {
         SplitKey::Residents => "residents",
         SplitKey::Weighted { .. } => "weighted",
     }
-}
-
-/// A stored register reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Read {
-    pub ts: DateTime<Utc>,
-    pub wh: i64,
 }
 
 /// The readings of one meter at (or nearest to) the start and end of its window in the period (the period, or
@@ -327,7 +360,7 @@ pub struct Problem {
     /// `bill_error`, `no_master`, `several_masters`, `not_reconciled`, `negative_common`, `allocation_error`,
     /// `old_split_error`; VEE: `estimated_reading` (a boundary register estimated: how and how much),
     /// `sum_mismatch` (ΔVT + ΔNT ≠ Δtotal), `spike_power` (more than the connection can deliver: held),
-    /// `missing_removal_reading` (a meter removed inside the period without a reading); [`crate::checks`]:
+    /// `missing_removal_reading` (a meter removed inside the period without a reading); `billing::checks`:
     /// `correction` (a correction line of the previous month, its reference), `correction_not_billed`,
     /// `correction_not_computed`, `negative_common_interval` (an hour with the apartments above the master).
     pub kind: &'static str,
@@ -405,7 +438,7 @@ pub struct BuildingSummary {
     /// The household shares of common + losses under every simple split key (empty when not reconciled).
     pub split_keys: Vec<KeyResult>,
     /// Hours in which Σ apartments exceeded the master by more than the tolerance (`negative_common_interval`
-    /// problems, [`crate::checks::interval_reconciliation`]).
+    /// problems, `billing::checks::interval_reconciliation`).
     pub negative_common_intervals: usize,
     /// Hours the per-interval reconciliation could check (master and every flat with both hour boundaries in
     /// `readings_hourly`); `None` when not known (a run read back from the database).
@@ -830,18 +863,7 @@ pub fn compute_building(
                                 Ok(parts) => common_parts = Some(parts),
                                 Err(e) => problems.push(problem(None, None, "allocation_error", e.to_string())),
                             }
-                            for k in [SplitKey::Equal, SplitKey::FloorArea, SplitKey::Residents] {
-                                // A key that cannot split (e.g. no residents recorded) is left out.
-                                if let Ok(parts) = allocate_wh(common, k, &members) {
-                                    if let (Some(min), Some(max)) = (parts.iter().min(), parts.iter().max()) {
-                                        split_keys.push(KeyResult {
-                                            key: split_key_name(k),
-                                            min_kwh: wh_to_kwh(*min),
-                                            max_kwh: wh_to_kwh(*max),
-                                        });
-                                    }
-                                }
-                            }
+                            split_keys = split_key_results(common, &members);
                         }
                         Err(e) => problems.push(problem(
                             None,
@@ -1025,7 +1047,7 @@ mod tests {
     }
 
     fn compute(b: &BuildingIn, r: &HashMap<i32, MeterReads>) -> BuildingResult {
-        let tariffs = TariffSet::single(crate::Tariff::eps_household_2025().unwrap());
+        let tariffs = TariffSet::single(crate::tariff::Tariff::eps_household_2025().unwrap());
         compute_building(b, r, &BillingMonth::parse("2026-10").unwrap(), &tariffs, &Rules::default())
     }
 
