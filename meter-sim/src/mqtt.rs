@@ -323,7 +323,7 @@ impl Sender {
         }
         c.queued += 1;
         self.messages += 1;
-        if self.messages % 512 == 0 {
+        if self.messages.is_multiple_of(512) {
             tokio::task::yield_now().await;
         }
         Ok(())

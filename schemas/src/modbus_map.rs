@@ -200,7 +200,7 @@ impl Decimal {
     }
 
     fn normalised(mut self) -> Decimal {
-        while self.mantissa != 0 && self.mantissa % 10 == 0 {
+        while self.mantissa != 0 && self.mantissa.is_multiple_of(10) {
             self.mantissa /= 10;
             self.exponent += 1;
         }

@@ -126,6 +126,9 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     read_response(s)
 }
 
+/// An HTTP response: status, headers (names lower-cased), body.
+pub type Response = (u16, Vec<(String, String)>, String);
+
 /// [`http_get`] with `Authorization: Bearer <token>`.
 pub fn http_get_auth(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<(u16, String)> {
     let (status, _, body) = http_request(addr, "GET", path, &[("Authorization", &format!("Bearer {token}"))], None)?;
@@ -141,7 +144,7 @@ pub fn http_request(
     path: &str,
     headers: &[(&str, &str)],
     body: Option<&str>,
-) -> anyhow::Result<(u16, Vec<(String, String)>, String)> {
+) -> anyhow::Result<Response> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();

@@ -47,7 +47,7 @@ mod tests {
     fn an_address_gets_its_quota_per_minute_and_others_are_unaffected() {
         let a = Attempts::new(3);
         let t0 = Instant::now();
-        let (x, y): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let (x, y) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
         assert!((0..3).all(|_| a.allow_at(x, t0)));
         assert!(!a.allow_at(x, t0 + Duration::from_secs(59)));
         assert!(a.allow_at(y, t0 + Duration::from_secs(59)));

@@ -328,7 +328,7 @@ impl MeterStore {
         let last_day = end.timestamp().div_euclid(86_400);
         for d in first_day..=last_day {
             let h = hash::hash(&[self.sim.config.seed, EVENTS_TAG, self.meter as u64, d as u64]);
-            if h % 8 != 0 {
+            if !h.is_multiple_of(8) {
                 continue;
             }
             let down = d * 86_400 + ((h >> 8) % 86_400) as i64;
