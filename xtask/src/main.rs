@@ -154,12 +154,66 @@ fn floor_15min(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc
     chrono::DateTime::from_timestamp(s - s.rem_euclid(900), 0).unwrap_or(t)
 }
 
+/// Meters of the demo inventory that never report (the operator's "not reporting" list).
+const DEMO_SILENT: usize = 25;
+/// Meters (the first building or two) whose last `DEMO_HISTORY_DAYS` are published, so that the
+/// household portal has a whole billed month and the month so far.
+const DEMO_HISTORY_METERS: usize = 120;
+const DEMO_HISTORY_DAYS: i64 = 45;
+
+/// Creates (or, when it exists, resets the password of) a demo account through the CLI.
+fn demo_account(
+    env: &[(&str, &str)],
+    username: &str,
+    role: &str,
+    household: Option<&str>,
+    password: &str,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let run = |args: &[&str]| -> anyhow::Result<std::process::Output> {
+        let mut cmd = Command::new(procs::bin("headend")?);
+        cmd.args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn()?;
+        child.stdin.take().context("stdin")?.write_all(format!("{password}\n").as_bytes())?;
+        Ok(child.wait_with_output()?)
+    };
+    let mut args = vec!["account", "create", "--username", username, "--role", role, "--password-stdin"];
+    if let Some(h) = household {
+        args.extend(["--household", h]);
+    }
+    let out = run(&args)?;
+    if out.status.success() {
+        return Ok(());
+    }
+    // An earlier demo made it: give it this run's password.
+    let out = run(&["account", "password", "--username", username])?;
+    if !out.status.success() {
+        bail!("demo account {username}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// A readable random password for the demo logins (printed once, on this machine only).
+fn demo_password() -> String {
+    let mut b = [0u8; 9];
+    if getrandom::fill(&mut b).is_err() {
+        b = [7; 9];
+    }
+    format!("demo-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+}
+
 fn demo(meters: usize, hours: u32, seed: u64, listen: &str, exit: bool) -> anyhow::Result<()> {
     let data = tests::repo_root().join(".data");
     std::fs::create_dir_all(&data)?;
     let mut build = cargo();
-    build.args(["build", "-p", "headend", "-p", "meter-sim", "--bins"]);
-    step("building headend and meter-sim", build)?;
+    build.args(["build", "-p", "headend", "-p", "meter-sim", "-p", "billing", "--bins"]);
+    step("building headend, meter-sim and billing", build)?;
     // A broker with the project's configuration unless MQTT_URL names one: a stock Mosquitto drops
     // QoS 1 messages queued beyond 1000 for a consumer that acknowledges after commit.
     let services = Services::ensure(18830)?;
@@ -181,11 +235,13 @@ fn demo(meters: usize, hours: u32, seed: u64, listen: &str, exit: bool) -> anyho
     eprintln!("xtask: migrating {db_url}");
     let report = procs::run_bin("headend", &["migrate"], &env)?;
     eprintln!("xtask: {}", report.trim());
+    // The inventory holds DEMO_SILENT more meters than publish: they are the ones not reporting.
     let inventory = data.join("demo-inventory.csv");
     let inv = inventory.to_string_lossy().to_string();
+    let in_inventory = (meters + DEMO_SILENT).to_string();
     procs::run_bin(
         "meter-sim",
-        &["inventory", "--meters", &meters.to_string(), "--seed", &seed.to_string(), "--out", &inv],
+        &["inventory", "--meters", &in_inventory, "--seed", &seed.to_string(), "--out", &inv],
         &env,
     )?;
     let report = procs::run_bin("headend", &["inventory", "import", &inv], &env)?;
@@ -205,32 +261,27 @@ fn demo(meters: usize, hours: u32, seed: u64, listen: &str, exit: bool) -> anyho
 
     let to = floor_15min(chrono::Utc::now());
     let from = to - chrono::Duration::hours(i64::from(hours));
-    let (from_s, to_s) = (from.to_rfc3339(), to.to_rfc3339());
-    eprintln!("xtask: simulating {meters} meters from {from_s} to {to_s} (with 1% duplicates and a few bad messages)");
-    let summary = procs::run_bin(
-        "meter-sim",
-        &[
-            "mqtt",
-            "--meters",
-            &meters.to_string(),
-            "--seed",
-            &seed.to_string(),
-            "--from",
-            &from_s,
-            "--to",
-            &to_s,
-            "--duplicates",
-            "0.01",
-            "--malformed",
-            "0.001",
-            "--unknown-meters",
-            "0.001",
-        ],
-        &env,
-    )?;
-    let summary: serde_json::Value = serde_json::from_str(summary.trim()).context("simulator summary")?;
-    eprintln!("xtask: simulator: {summary}");
-    let published = summary["messages"].as_f64().unwrap_or(0.0);
+    let history_from = to - chrono::Duration::days(DEMO_HISTORY_DAYS);
+    let mut published = 0.0;
+    let history_meters = DEMO_HISTORY_METERS.min(meters);
+    eprintln!(
+        "xtask: simulating {history_meters} meters for the last {DEMO_HISTORY_DAYS} days (the household portal's history), \
+         then {meters} meters from {} to {} (with 1% duplicates and a few bad messages); {DEMO_SILENT} meters stay silent",
+        from.to_rfc3339(),
+        to.to_rfc3339()
+    );
+    for (n, span_from, faults) in [(history_meters, history_from, false), (meters, from, true)] {
+        let (n_s, seed_s, from_s, to_s) = (n.to_string(), seed.to_string(), span_from.to_rfc3339(), to.to_rfc3339());
+        let mut args =
+            vec!["mqtt", "--meters", &n_s, "--seed", &seed_s, "--from", &from_s, "--to", &to_s, "--no-progress"];
+        if faults {
+            args.extend(["--duplicates", "0.01", "--malformed", "0.001", "--unknown-meters", "0.001"]);
+        }
+        let summary = procs::run_bin("meter-sim", &args, &env)?;
+        let summary: serde_json::Value = serde_json::from_str(summary.trim()).context("simulator summary")?;
+        eprintln!("xtask: simulator: {summary}");
+        published += summary["messages"].as_f64().unwrap_or(0.0);
+    }
     let start = Instant::now();
     loop {
         let m = headend.metrics()?;
@@ -238,23 +289,46 @@ fn demo(meters: usize, hours: u32, seed: u64, listen: &str, exit: bool) -> anyho
         if acked >= published {
             break;
         }
-        if start.elapsed() > Duration::from_secs(600) {
-            bail!("the head-end acknowledged {acked} of {published} messages in 10 minutes");
+        if start.elapsed() > Duration::from_secs(900) {
+            bail!("the head-end acknowledged {acked} of {published} messages in 15 minutes");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     let m = headend.metrics()?;
     let stored = procs::metric(&m, "headend_readings_stored_total").unwrap_or(0.0);
     let dup = procs::metric(&m, "headend_readings_duplicate_total").unwrap_or(0.0);
+
+    // Last month's bills for the first building (its meters have the whole month).
+    let local = to.with_timezone(&chrono_tz::Europe::Belgrade);
+    let this_month =
+        chrono::NaiveDate::from_ymd_opt(chrono::Datelike::year(&local), chrono::Datelike::month(&local), 1)
+            .context("month")?;
+    let last_month = this_month.pred_opt().context("month")?.format("%Y-%m").to_string();
+    match procs::run_bin("billing", &["run", "--period", &last_month, "--building", "B000001"], &env) {
+        Ok(_) => eprintln!("xtask: billed {last_month} for building B000001"),
+        Err(e) => eprintln!("xtask: billing {last_month} failed (the portal shows no bill): {e:#}"),
+    }
+
+    // Logins that work: a household of the first building and an operator; passwords made now.
+    let household = "H00000002";
+    let (hh_pw, op_pw, admin_pw) = (demo_password(), demo_password(), demo_password());
+    demo_account(&env, "household", "household", Some(household), &hh_pw)?;
+    demo_account(&env, "operator", "operator", None, &op_pw)?;
+    demo_account(&env, "admin", "admin", None, &admin_pw)?;
+    let invite = procs::run_bin("headend", &["account", "invite", "--household", "H00000003"], &env)?;
+    let invite: serde_json::Value = serde_json::from_str(invite.trim()).context("invite")?;
     let sample = "SIM00000002";
     println!(
         "\nDemo ready: {published} messages published, {stored} readings stored, {dup} duplicates ignored.\n\
-         \n  metrics      http://{http}/metrics\n  readiness    http://{http}/readyz\n  \
-         readings     http://{http}/api/v1/meters/{sample}/readings?from={}&to={}&obis=1.0.1.8.0\n  \
-         database     psql {db_url}   (tables readings, dead_letters, meters; view readings_decoded)\n  \
-         head-end log {}\n",
-        from.format("%Y-%m-%dT%H:%M:%SZ"),
-        to.format("%Y-%m-%dT%H:%M:%SZ"),
+         \n  household portal  http://{http}/login   user household  password {hh_pw}   (household {household}, meter {sample})\n  \
+         operator          http://{http}/login   user operator   password {op_pw}\n  \
+         admin             http://{http}/login   user admin      password {admin_pw}\n  \
+         activation        http://{http}/activate   code {}   (a new household account for H00000003)\n  \
+         API               http://{http}/api/openapi.json   (tokens: headend account token --username operator --name NAME)\n  \
+         metrics           http://{http}/metrics\n  \
+         database          psql {db_url}   (tables readings, dead_letters, meters, bills; view readings_decoded)\n  \
+         head-end log      {}\n",
+        invite["activation_code"].as_str().unwrap_or("?"),
         log.display()
     );
     if exit {
