@@ -8,6 +8,7 @@
 //! - `bench-ingest`: the MQTT → PostgreSQL benchmark (see BENCHMARKS.md).
 //! - `bench-dlms`: a DLMS polling round over the simulated fleet against the raw loopback TCP
 //!   ceiling and the gurux-dlms client (see BENCHMARKS.md).
+//! - `bench-portal`: 200 concurrent households on a month of readings (see BENCHMARKS.md).
 //! - `fuzz`: runs the cargo-fuzz targets for a while.
 
 use std::process::{Command, ExitCode};
@@ -73,6 +74,13 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Benchmark the household portal and the operator dashboard: 200 concurrent households on a
+    /// month of readings, against /livez and the raw SQL in the same run.
+    BenchPortal {
+        /// Extra arguments for the benchmark binary (--meters, --days, --clients, --seconds).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Run each fuzz target (cargo-fuzz) for a while.
     Fuzz {
         #[arg(long, default_value_t = 60)]
@@ -96,6 +104,7 @@ fn run() -> anyhow::Result<()> {
         Cmd::Test { no_lint, args } => test(no_lint, &args),
         Cmd::BenchIngest { meters, args } => bench_ingest(meters, &args),
         Cmd::BenchDlms { meters, auth, args } => bench_dlms(meters, &auth, &args),
+        Cmd::BenchPortal { args } => bench_portal(&args),
         Cmd::Fuzz { seconds } => fuzz(seconds),
     }
 }
@@ -124,6 +133,8 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
         eprintln!("xtask: started {s}");
     }
     eprintln!("xtask: PostgreSQL {} · MQTT {}", services.admin_url, services.mqtt_url);
+    // The browser tests drive Debian's headless Chromium through chromedriver.
+    tests::browser::ensure_installed()?;
     if !no_lint {
         let mut fmt = cargo();
         fmt.args(["fmt", "--all", "--check"]);
@@ -372,6 +383,16 @@ fn bench_dlms(meters: usize, auth: &str, args: &[String]) -> anyhow::Result<()> 
         .args(args)
         .env("DATABASE_URL", &services.admin_url);
     step("DLMS polling benchmark", bench)
+}
+
+fn bench_portal(args: &[String]) -> anyhow::Result<()> {
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "headend", "-p", "meter-sim", "--bins"]);
+    step("building release binaries", build)?;
+    let services = Services::ensure(1883)?;
+    let mut bench = cargo();
+    bench.args(["bench", "-p", "tests", "--bench", "portal", "--"]).args(args).env("DATABASE_URL", &services.admin_url);
+    step("portal benchmark", bench)
 }
 
 fn fuzz(seconds: u64) -> anyhow::Result<()> {
