@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod diag;
 pub mod directory;
+pub mod household;
 pub mod http;
 pub mod ingest;
 pub mod inventory;
