@@ -11,6 +11,7 @@
 //! Nothing here mocks a database or a broker: the tests run against the real servers.
 
 pub mod broker;
+pub mod browser;
 pub mod pg;
 pub mod procs;
 pub mod services;
