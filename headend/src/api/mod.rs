@@ -6,6 +6,7 @@
 //! which role it needs in its description; errors are one JSON shape, [`ErrorBody`].
 
 pub mod accounts;
+pub mod bills;
 mod error;
 pub mod fleet;
 pub mod meters;
@@ -57,6 +58,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(meters::routes())
         .merge(fleet::routes())
         .merge(accounts::routes())
+        .merge(bills::routes())
 }
 
 /// The inventory id of meter `serial` if `who` may see it; otherwise — and when it does not exist —

@@ -8,3 +8,4 @@ mod ingest;
 mod modbus;
 mod model;
 mod pipeline;
+mod portal_bills;
