@@ -2,6 +2,7 @@
 //! .config/nextest.toml for how they share the machine).
 
 mod billing;
+mod browser;
 mod dlms;
 mod harness;
 mod ingest;
