@@ -19,7 +19,7 @@ use super::meters::only;
 use super::{visible_household, ApiError, ErrorBody};
 use crate::auth::Principal;
 use crate::household::bills::{self, BillDetail, BillSummary, BillsError};
-use crate::household::events::{self, EventPage};
+use crate::household::events::{self, HouseholdEvents};
 use crate::http::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -126,7 +126,7 @@ pub fn hide(e: ApiError, same: fn() -> ApiError) -> ApiError {
         ("page" = Option<i64>, Query, description = "1-based page (at most 10000); default 1. A page past the last is empty."),
     ),
     responses(
-        (status = 200, body = EventPage),
+        (status = 200, body = HouseholdEvents),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
     ),
     security(("api_token" = []), ("session" = []))
@@ -136,7 +136,7 @@ async fn list_events(
     who: Principal,
     Path(code): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<EventPage>, ApiError> {
+) -> Result<Json<HouseholdEvents>, ApiError> {
     only(&q, &["page"])?;
     let page = parse_page(q.get("page").map(String::as_str))?;
     let client = s.pool.get().await.map_err(ApiError::unavailable)?;

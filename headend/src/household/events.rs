@@ -26,7 +26,7 @@ const FLAG_CHANNEL: i16 = 1;
 /// What kind of event it is for the household.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Category {
+pub enum EventCategory {
     /// No supply (power down, a power outage flag, a missing phase, a disconnection).
     Outage,
     /// Something the meter or the operator should look at (tampering, errors, voltage out of range).
@@ -38,7 +38,7 @@ pub enum Category {
 /// Where an event comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Origin {
+pub enum EventOrigin {
     /// The meter's event log.
     MeterLog,
     /// Quality flags of stored readings.
@@ -47,62 +47,62 @@ pub enum Origin {
 
 /// Meter event-log codes with a name (IDIS standard event log 1–18, fraud detection 40–49, disconnector
 /// control 60–64, power quality 76–89).
-pub const LOG_CODES: &[(i32, &str, Category)] = &[
-    (1, "power_down", Category::Outage),
-    (2, "power_up", Category::Info),
-    (3, "dst_changed", Category::Info),
-    (4, "clock_adjusted_old", Category::Info),
-    (5, "clock_adjusted_new", Category::Info),
-    (6, "clock_invalid", Category::Alarm),
-    (7, "replace_battery", Category::Alarm),
-    (8, "battery_low", Category::Alarm),
-    (9, "tou_activated", Category::Info),
-    (10, "error_register_cleared", Category::Info),
-    (11, "alarm_register_cleared", Category::Info),
-    (12, "program_memory_error", Category::Alarm),
-    (13, "ram_error", Category::Alarm),
-    (14, "nv_memory_error", Category::Alarm),
-    (15, "watchdog_error", Category::Alarm),
-    (16, "measurement_error", Category::Alarm),
-    (17, "firmware_ready", Category::Info),
-    (18, "firmware_activated", Category::Info),
-    (40, "terminal_cover_removed", Category::Alarm),
-    (41, "terminal_cover_closed", Category::Info),
-    (42, "magnetic_field", Category::Alarm),
-    (43, "magnetic_field_gone", Category::Info),
-    (44, "meter_cover_removed", Category::Alarm),
-    (45, "meter_cover_closed", Category::Info),
-    (46, "authentication_failures", Category::Alarm),
-    (47, "configuration_changed", Category::Info),
-    (48, "keys_changed", Category::Info),
-    (49, "decryption_failure", Category::Alarm),
-    (60, "manual_disconnection", Category::Outage),
-    (61, "manual_connection", Category::Info),
-    (62, "remote_disconnection", Category::Outage),
-    (63, "remote_connection", Category::Info),
-    (64, "local_disconnection", Category::Outage),
-    (76, "undervoltage_l1", Category::Alarm),
-    (77, "undervoltage_l2", Category::Alarm),
-    (78, "undervoltage_l3", Category::Alarm),
-    (79, "overvoltage_l1", Category::Alarm),
-    (80, "overvoltage_l2", Category::Alarm),
-    (81, "overvoltage_l3", Category::Alarm),
-    (82, "missing_voltage_l1", Category::Outage),
-    (83, "missing_voltage_l2", Category::Outage),
-    (84, "missing_voltage_l3", Category::Outage),
-    (85, "voltage_normal_l1", Category::Info),
-    (86, "voltage_normal_l2", Category::Info),
-    (87, "voltage_normal_l3", Category::Info),
-    (88, "phase_sequence_reversed", Category::Alarm),
-    (89, "missing_neutral", Category::Alarm),
+pub const LOG_CODES: &[(i32, &str, EventCategory)] = &[
+    (1, "power_down", EventCategory::Outage),
+    (2, "power_up", EventCategory::Info),
+    (3, "dst_changed", EventCategory::Info),
+    (4, "clock_adjusted_old", EventCategory::Info),
+    (5, "clock_adjusted_new", EventCategory::Info),
+    (6, "clock_invalid", EventCategory::Alarm),
+    (7, "replace_battery", EventCategory::Alarm),
+    (8, "battery_low", EventCategory::Alarm),
+    (9, "tou_activated", EventCategory::Info),
+    (10, "error_register_cleared", EventCategory::Info),
+    (11, "alarm_register_cleared", EventCategory::Info),
+    (12, "program_memory_error", EventCategory::Alarm),
+    (13, "ram_error", EventCategory::Alarm),
+    (14, "nv_memory_error", EventCategory::Alarm),
+    (15, "watchdog_error", EventCategory::Alarm),
+    (16, "measurement_error", EventCategory::Alarm),
+    (17, "firmware_ready", EventCategory::Info),
+    (18, "firmware_activated", EventCategory::Info),
+    (40, "terminal_cover_removed", EventCategory::Alarm),
+    (41, "terminal_cover_closed", EventCategory::Info),
+    (42, "magnetic_field", EventCategory::Alarm),
+    (43, "magnetic_field_gone", EventCategory::Info),
+    (44, "meter_cover_removed", EventCategory::Alarm),
+    (45, "meter_cover_closed", EventCategory::Info),
+    (46, "authentication_failures", EventCategory::Alarm),
+    (47, "configuration_changed", EventCategory::Info),
+    (48, "keys_changed", EventCategory::Info),
+    (49, "decryption_failure", EventCategory::Alarm),
+    (60, "manual_disconnection", EventCategory::Outage),
+    (61, "manual_connection", EventCategory::Info),
+    (62, "remote_disconnection", EventCategory::Outage),
+    (63, "remote_connection", EventCategory::Info),
+    (64, "local_disconnection", EventCategory::Outage),
+    (76, "undervoltage_l1", EventCategory::Alarm),
+    (77, "undervoltage_l2", EventCategory::Alarm),
+    (78, "undervoltage_l3", EventCategory::Alarm),
+    (79, "overvoltage_l1", EventCategory::Alarm),
+    (80, "overvoltage_l2", EventCategory::Alarm),
+    (81, "overvoltage_l3", EventCategory::Alarm),
+    (82, "missing_voltage_l1", EventCategory::Outage),
+    (83, "missing_voltage_l2", EventCategory::Outage),
+    (84, "missing_voltage_l3", EventCategory::Outage),
+    (85, "voltage_normal_l1", EventCategory::Info),
+    (86, "voltage_normal_l2", EventCategory::Info),
+    (87, "voltage_normal_l3", EventCategory::Info),
+    (88, "phase_sequence_reversed", EventCategory::Alarm),
+    (89, "missing_neutral", EventCategory::Alarm),
 ];
 
 /// The reading flags shown, with their category (names as in the payload's `status`).
-pub const FLAGS: &[(Quality, &str, Category)] = &[
-    (Quality::POWER_OUTAGE, "power_outage", Category::Outage),
-    (Quality::DEVICE_ERROR, "device_error", Category::Alarm),
-    (Quality::CLOCK_INVALID, "clock_invalid", Category::Alarm),
-    (Quality::CLOCK_DOUBTFUL, "clock_doubtful", Category::Info),
+pub const FLAGS: &[(Quality, &str, EventCategory)] = &[
+    (Quality::POWER_OUTAGE, "power_outage", EventCategory::Outage),
+    (Quality::DEVICE_ERROR, "device_error", EventCategory::Alarm),
+    (Quality::CLOCK_INVALID, "clock_invalid", EventCategory::Alarm),
+    (Quality::CLOCK_DOUBTFUL, "clock_doubtful", EventCategory::Info),
 ];
 
 /// The name of a reading flag, prefixed so that it never collides with a log code's name.
@@ -111,10 +111,10 @@ fn flag_name(name: &str) -> String {
 }
 
 /// The stable name and category of a meter-log code (`event_<n>`, info, for a code without a name).
-pub fn log_code(code: i32) -> (String, Category) {
+pub fn log_code(code: i32) -> (String, EventCategory) {
     match LOG_CODES.iter().find(|(c, _, _)| *c == code) {
         Some((_, name, cat)) => ((*name).to_owned(), *cat),
-        None => (format!("event_{code}"), Category::Info),
+        None => (format!("event_{code}"), EventCategory::Info),
     }
 }
 
@@ -125,7 +125,7 @@ pub fn known_codes() -> impl Iterator<Item = String> {
 
 /// One outage or alarm.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Event {
+pub struct HouseholdEvent {
     /// When it happened (UTC): the log entry's time, or the start of the first flagged interval.
     pub ts: DateTime<Utc>,
     /// The end of the last flagged interval (reading flags only).
@@ -133,12 +133,12 @@ pub struct Event {
     pub until: Option<DateTime<Utc>>,
     /// Meter serial.
     pub meter: String,
-    pub origin: Origin,
+    pub origin: EventOrigin,
     /// Stable name: a log code's (`power_down`, `power_up`, `terminal_cover_removed`, …, `event_<n>` when the
     /// code has no name) or a reading flag's (`flag_power_outage`, `flag_device_error`, `flag_clock_invalid`,
     /// `flag_clock_doubtful`).
     pub code: String,
-    pub category: Category,
+    pub category: EventCategory,
     /// The meter's numeric event code (meter log only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_code: Option<i32>,
@@ -152,7 +152,7 @@ pub struct Event {
 
 /// One page of a household's events, newest first.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct EventPage {
+pub struct HouseholdEvents {
     /// Household code.
     pub household: String,
     /// 1-based; a page past the last one is empty.
@@ -161,7 +161,7 @@ pub struct EventPage {
     /// Events in all pages.
     pub total: i64,
     pub pages: i64,
-    pub events: Vec<Event>,
+    pub events: Vec<HouseholdEvent>,
 }
 
 /// The household's events `(ts, until, serial, log code, flag bit, intervals, outage seconds, total)`,
@@ -208,7 +208,7 @@ pub async fn page(
     household: &str,
     page: i64,
     now: DateTime<Utc>,
-) -> Result<EventPage, tokio_postgres::Error> {
+) -> Result<HouseholdEvents, tokio_postgres::Error> {
     let page = page.clamp(1, MAX_PAGE);
     let rows = query(c, household_id, now, PER_PAGE, (page - 1) * PER_PAGE).await?;
     let total = match rows.first() {
@@ -224,15 +224,15 @@ pub async fn page(
             let (name, category, origin) = match (code, bit) {
                 (Some(code), _) => {
                     let (name, cat) = log_code(code);
-                    (name, cat, Origin::MeterLog)
+                    (name, cat, EventOrigin::MeterLog)
                 }
                 (None, bit) => {
                     let flag = FLAGS.iter().find(|(q, _, _)| Some(i32::from(q.0)) == bit);
-                    let (name, cat) = flag.map_or(("unknown", Category::Info), |(_, n, c)| (*n, *c));
-                    (flag_name(name), cat, Origin::ReadingFlag)
+                    let (name, cat) = flag.map_or(("unknown", EventCategory::Info), |(_, n, c)| (*n, *c));
+                    (flag_name(name), cat, EventOrigin::ReadingFlag)
                 }
             };
-            Event {
+            HouseholdEvent {
                 ts: r.get(0),
                 until: r.get(1),
                 meter: r.get(2),
@@ -245,7 +245,7 @@ pub async fn page(
             }
         })
         .collect();
-    Ok(EventPage {
+    Ok(HouseholdEvents {
         household: household.to_owned(),
         page,
         per_page: PER_PAGE,
@@ -261,9 +261,9 @@ mod tests {
 
     #[test]
     fn codes_have_names_and_unknown_codes_a_number() {
-        assert_eq!(log_code(1), ("power_down".to_owned(), Category::Outage));
-        assert_eq!(log_code(2), ("power_up".to_owned(), Category::Info));
-        assert_eq!(log_code(250), ("event_250".to_owned(), Category::Info));
+        assert_eq!(log_code(1), ("power_down".to_owned(), EventCategory::Outage));
+        assert_eq!(log_code(2), ("power_up".to_owned(), EventCategory::Info));
+        assert_eq!(log_code(250), ("event_250".to_owned(), EventCategory::Info));
         let names: Vec<String> = known_codes().collect();
         let unique: std::collections::HashSet<&String> = names.iter().collect();
         assert_eq!(unique.len(), names.len(), "names are unique");

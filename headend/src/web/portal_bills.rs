@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
@@ -23,7 +23,7 @@ use crate::api::bills::parse_page;
 use crate::api::{visible_household, ApiError};
 use crate::auth::{urlencode, Principal};
 use crate::household::bills::{self, BillDetail, BillLine, BillSummary};
-use crate::household::events::{self, Category, Event};
+use crate::household::events::{self, EventCategory, HouseholdEvent};
 use crate::http::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -86,24 +86,22 @@ fn plain(lang: Lang, x: Decimal) -> String {
 }
 
 /// `oktobar 2026` / `October 2026`.
-fn month_label(lang: Lang, first: NaiveDate) -> String {
+pub fn month_label(lang: Lang, first: NaiveDate) -> String {
     format!("{} {}", lang.t(&format!("portal.month.{}", first.month())), first.year())
 }
 
-/// Local (Europe/Belgrade) date and time.
-fn local_time(lang: Lang, t: DateTime<Utc>) -> String {
-    let l = t.with_timezone(&Belgrade);
-    match lang {
-        Lang::Sr => l.format("%d.%m.%Y. %H:%M").to_string(),
-        Lang::En => l.format("%Y-%m-%d %H:%M").to_string(),
-    }
-}
-
-fn local_day(lang: Lang, d: NaiveDate) -> String {
+/// A date: `20.11.2026.` (sr), `2026-11-20` (en).
+pub fn local_day(lang: Lang, d: NaiveDate) -> String {
     match lang {
         Lang::Sr => d.format("%d.%m.%Y.").to_string(),
         Lang::En => d.format("%Y-%m-%d").to_string(),
     }
+}
+
+/// The local (Europe/Belgrade) date and time of an instant: `20.11.2026. 11:00` / `2026-11-20 11:00`.
+pub fn local_time(lang: Lang, t: DateTime<Utc>) -> String {
+    let l = t.with_timezone(&Belgrade);
+    format!("{} {}", local_day(lang, l.date_naive()), l.format("%H:%M"))
 }
 
 /// `2 h 05 min`, `22 min`, `45 s`.
@@ -142,22 +140,39 @@ fn error_page(e: ApiError) -> Response {
     }
 }
 
-/// The household a page shows: `?household=CODE` when the account may see it, else the account's first
-/// household; `(id, code)`.
-async fn chosen(c: &tokio_postgres::Client, who: &Principal, code: Option<&String>) -> Result<(i32, String), ApiError> {
-    if let Some(code) = code {
-        return Ok((visible_household(c, who, code).await?, code.clone()));
+/// A page's database connection and household `(id, code)`: `?household=CODE` when the account may see
+/// it, else the account's first household; staff without `?household=` go to the portal's household form.
+/// `Err` is the response to give instead.
+async fn open(
+    s: &AppState,
+    who: &Principal,
+    q: &HashMap<String, String>,
+) -> Result<(deadpool_postgres::Object, i32, String), Response> {
+    let code = q.get("household").map(|c| c.trim()).filter(|c| !c.is_empty());
+    if code.is_none() && who.sees_all() {
+        return Err(Redirect::to("/portal").into_response());
     }
-    let first = *who.households.first().ok_or_else(|| ApiError::not_found("no household chosen"))?;
-    let row = c
-        .query_opt("SELECT code FROM households WHERE id = $1", &[&first])
-        .await
-        .map_err(ApiError::unavailable)?
-        .ok_or_else(|| ApiError::not_found("no household"))?;
-    Ok((first, row.get(0)))
+    let c = s.pool.get().await.map_err(|e| error_page(ApiError::unavailable(e)))?;
+    let chosen = match code {
+        Some(code) => visible_household(&c, who, code).await.map(|id| (id, code.to_owned())),
+        None => match who.households.first() {
+            Some(&id) => {
+                let row = c.query_opt("SELECT code FROM households WHERE id = $1", &[&id]).await;
+                match row {
+                    Ok(Some(r)) => Ok((id, r.get(0))),
+                    Ok(None) => Err(ApiError::not_found("no household")),
+                    Err(e) => Err(ApiError::unavailable(e)),
+                }
+            }
+            None => Err(ApiError::not_found("no household chosen")),
+        },
+    };
+    let (id, code) = chosen.map_err(error_page)?;
+    Ok((c, id, code))
 }
 
-fn here(uri: &Uri) -> String {
+/// This page's path and query (for [`Chrome`]).
+pub fn here(uri: &Uri) -> String {
     uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned())
 }
 
@@ -251,13 +266,9 @@ async fn bills_page(
     uri: Uri,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let client = match s.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return error_page(ApiError::unavailable(e)),
-    };
-    let (id, hh) = match chosen(&client, &who, q.get("household")).await {
+    let (client, id, hh) = match open(&s, &who, &q).await {
         Ok(v) => v,
-        Err(e) => return error_page(e),
+        Err(r) => return r,
     };
     let list = match bills::list(&client, id).await {
         Ok(l) => l,
@@ -390,7 +401,7 @@ fn bill_view(lang: Lang, who: &Principal, here: &str, hh: String, d: &BillDetail
 }
 
 /// A file name part: letters, digits, `-` and `_` only.
-fn file_part(s: &str) -> String {
+pub fn file_part(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
@@ -407,13 +418,9 @@ async fn bill_page(
         None => (period, false),
     };
     let Some(first) = bills::parse_period(&period) else { return not_found() };
-    let client = match s.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return error_page(ApiError::unavailable(e)),
-    };
-    let (id, hh) = match chosen(&client, &who, q.get("household")).await {
+    let (client, id, hh) = match open(&s, &who, &q).await {
         Ok(v) => v,
-        Err(e) => return error_page(e),
+        Err(r) => return r,
     };
     let detail = match bills::one(&client, id, first).await {
         Ok(Some(d)) => d,
@@ -457,11 +464,11 @@ fn event_name(lang: Lang, code: &str) -> String {
     }
 }
 
-fn event_row(lang: Lang, e: &Event) -> EventRow {
+fn event_row(lang: Lang, e: &HouseholdEvent) -> EventRow {
     let (category, cls) = match e.category {
-        Category::Outage => ("portal.events.cat.outage", "bad"),
-        Category::Alarm => ("portal.events.cat.alarm", "warn"),
-        Category::Info => ("portal.events.cat.info", ""),
+        EventCategory::Outage => ("portal.events.cat.outage", "bad"),
+        EventCategory::Alarm => ("portal.events.cat.alarm", "warn"),
+        EventCategory::Info => ("portal.events.cat.info", ""),
     };
     let detail = match (e.until, e.outage_seconds) {
         (Some(until), _) => format!("{} ({} × 15 min)", duration(until - e.ts), e.intervals.unwrap_or_default()),
@@ -505,13 +512,9 @@ async fn events_page(
         Ok(p) => p,
         Err(e) => return error_page(e),
     };
-    let client = match s.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return error_page(ApiError::unavailable(e)),
-    };
-    let (id, hh) = match chosen(&client, &who, q.get("household")).await {
+    let (client, id, hh) = match open(&s, &who, &q).await {
         Ok(v) => v,
-        Err(e) => return error_page(e),
+        Err(r) => return r,
     };
     let found = match events::page(&client, id, &hh, page, Utc::now()).await {
         Ok(p) => p,

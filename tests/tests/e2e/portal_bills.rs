@@ -290,6 +290,9 @@ fn households_see_their_own_bills_and_outages() {
     assert_eq!(bojan.get("/portal/bills/2026-10", &[]).0, 200);
     assert_eq!(operator.json(&format!("/api/v1/households/{a_code}/bills/2026-10")).1["total"], bill["total"]);
     assert_eq!(operator.get(&format!("/portal/bills?household={a_code}"), &[]).0, 200);
+    let (status, headers, _) = operator.get("/portal/events", &[]);
+    let to = headers.iter().find(|(k, _)| k == "location").map(|(_, v)| v.as_str());
+    assert_eq!((status, to), (303, Some("/portal")), "staff choose a household first");
     assert_eq!(ana.json(&format!("/api/v1/households/{a_code}/bills/2026-13")).0, 400);
 
     // Events: the outage flag run first (newest), then the meter log; 50 a page.
