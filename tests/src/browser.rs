@@ -71,6 +71,13 @@ pub fn screenshot_dir() -> PathBuf {
     target.join("screenshots")
 }
 
+/// `target/screenshots/<name>.png`, its folder created.
+fn screenshot_path(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = screenshot_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir.join(format!("{name}.png")))
+}
+
 /// The browser's command-line flags. Without the background-networking ones Chromium keeps trying
 /// to reach Google's hosts, which a closed network refuses many times a second.
 fn chromium_args(profile: &Path) -> Vec<String> {
@@ -304,9 +311,7 @@ impl Browser {
 
     /// Saves a PNG of the whole page (not only the viewport) as `target/screenshots/<name>.png`.
     pub fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {
-        let dir = screenshot_dir();
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(format!("{name}.png"));
+        let path = screenshot_path(name)?;
         // The window is taller than the page's viewport by the browser's own frame.
         let sizes = self.eval(
             "var d = document.documentElement; \
@@ -332,6 +337,15 @@ impl Browser {
             }
             Ok(png?)
         })?;
+        std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Saves a PNG of what the window shows now (the first screen of a page, unless scrolled) as
+    /// `target/screenshots/<name>.png`: smaller than a whole page, for the README.
+    pub fn screenshot_screen(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let path = screenshot_path(name)?;
+        let png = self.block(|c| async move { Ok(c.screenshot().await?) })?;
         std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }

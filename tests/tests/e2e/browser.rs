@@ -34,6 +34,12 @@ fn floor_15min(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc
     chrono::DateTime::from_timestamp(s - s.rem_euclid(900), 0).expect("time")
 }
 
+/// The start of a local (Europe/Belgrade) day in UTC.
+fn local_midnight(d: NaiveDate) -> chrono::DateTime<chrono::Utc> {
+    let t = Belgrade.from_local_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight")).single().expect("midnight");
+    t.with_timezone(&chrono::Utc)
+}
+
 /// Fails when the page shows a locale key instead of its text (`portal.usage.title`): the
 /// prefixes are the locale files' own.
 fn assert_translated(b: &Browser, page: &str) {
@@ -106,10 +112,7 @@ fn publish_readings(p: &mut Pipeline, fleet: &Fleet) -> (String, chrono::DateTim
     let local = now.with_timezone(&Belgrade);
     let this_month = NaiveDate::from_ymd_opt(local.year(), local.month(), 1).expect("month");
     let last_month = this_month.pred_opt().expect("day").with_day(1).expect("month");
-    let boundary = |d: NaiveDate| {
-        let t = Belgrade.from_local_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight")).single().expect("midnight");
-        t.with_timezone(&chrono::Utc)
-    };
+    let boundary = local_midnight;
     let q = chrono::Duration::minutes(15);
     let first_building = fleet.building_start(1);
     let mut spans = vec![(INVENTORY, a, b), (REPORTING, b, now)];
@@ -226,6 +229,21 @@ fn a_household_and_an_operator_use_the_pages_in_headless_chromium() {
     assert_eq!(b.text(".who .user").expect("user in the header"), HH_USER);
     assert_translated(&b, "portal");
     assert_charts_drawn(&b, "portal");
+    b.screenshot_screen("portal-screen").expect("screenshot");
+    // Yesterday's consumption is the simulator's register difference over that local day, and
+    // the hour table (opened as a person would) adds up to it.
+    let day = b.text("#yesterday .muted").expect("yesterday's date");
+    let day = NaiveDate::parse_from_str(day.trim(), "%Y-%m-%d").expect("an ISO date on the English page");
+    let model = meter_sim::Model::with_meters(SEED, INVENTORY);
+    let register = |d: NaiveDate| model.registers_at(1, local_midnight(d)).expect("register").import_total();
+    let wh = register(day.succ_opt().expect("day")) - register(day);
+    let want = en_number(&format!("{}.{:03}", wh / 1000, wh % 1000), 3);
+    assert_eq!(b.text("#yesterday .kpi").expect("yesterday"), format!("{want} kWh"), "yesterday's kWh");
+    b.click("#days details summary").expect("open the hour table");
+    let hours: Vec<String> = b.texts("#days details table tbody tr td:nth-child(2)").expect("hour cells");
+    assert!((23..=25).contains(&hours.len()), "the hours of a local day: {hours:?}");
+    let sum: i64 = hours.iter().map(|h| h.replace([',', '.'], "").parse::<i64>().expect("Wh")).sum();
+    assert_eq!(sum, wh, "the hours add up to the day: {hours:?}");
     b.screenshot("portal").expect("screenshot");
 
     open_tab(&b, "/portal/usage");
@@ -233,6 +251,7 @@ fn a_household_and_an_operator_use_the_pages_in_headless_chromium() {
     assert_charts_drawn(&b, "usage");
     assert_table_numbers(&b, "usage");
     b.screenshot("usage").expect("screenshot");
+    b.screenshot_screen("usage-screen").expect("screenshot");
 
     open_tab(&b, "/portal/bills");
     assert_translated(&b, "bills");
@@ -287,6 +306,7 @@ fn a_household_and_an_operator_use_the_pages_in_headless_chromium() {
     b.wait_for_path("/ops").expect("an operator lands on the dashboard");
     assert_translated(&b, "ops");
     b.screenshot("ops").expect("screenshot");
+    b.screenshot_screen("ops-screen").expect("screenshot");
 
     b.click("main a[href^='/ops/meters?status=not_reporting']").expect("the dashboard links the silent meters");
     b.wait_for_path("/ops/meters?").expect("meters page");
@@ -316,12 +336,14 @@ fn a_household_and_an_operator_use_the_pages_in_headless_chromium() {
     }
     assert_translated(&b, "ops-not-reporting-transformer");
     b.screenshot("ops-not-reporting-transformer").expect("screenshot");
+    b.screenshot_screen("ops-not-reporting-transformer-screen").expect("screenshot");
 
     b.click(&format!("main a[href^='/ops/meters/{silent_meter}']")).expect("the meter's link");
     b.wait_for_path(&format!("/ops/meters/{silent_meter}")).expect("meter page");
     assert!(b.text("h1").expect("heading").contains(&silent_meter), "the meter's page");
     assert_translated(&b, "ops-meter");
     b.screenshot("ops-meter").expect("screenshot");
+    b.screenshot_screen("ops-meter-screen").expect("screenshot");
 
     log_out(&b);
     b.close().expect("browser closed");
