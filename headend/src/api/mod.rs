@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod bills;
 mod error;
 pub mod fleet;
+pub mod household;
 pub mod meters;
 
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -59,6 +60,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(fleet::routes())
         .merge(accounts::routes())
         .merge(bills::routes())
+        .merge(household::routes())
 }
 
 /// The inventory id of meter `serial` if `who` may see it; otherwise — and when it does not exist —

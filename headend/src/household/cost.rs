@@ -285,6 +285,7 @@ pub fn month_cost(contract: &Contract, until: DateTime<Utc>, vt_wh: i64, nt_wh: 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

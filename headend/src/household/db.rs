@@ -105,6 +105,9 @@ pub async fn household_code(c: &impl GenericClient, id: i32) -> Result<Option<St
     Ok(c.query_opt("SELECT code FROM households WHERE id = $1", &[&id]).await?.map(|r| r.get(0)))
 }
 
+/// A range look-up: meter, lower and upper bound.
+type Range = (i32, DateTime<Utc>, DateTime<Utc>);
+
 /// Resolves register look-ups in one statement: the exact instants by `ts = ANY(…)` (pruned partitions,
 /// primary-key probes), the latest/earliest reading in a range by `ORDER BY ts LIMIT 1` per meter and
 /// register (a backward/forward index scan).
@@ -116,7 +119,7 @@ pub async fn lookup(c: &impl GenericClient, lookups: &[(i32, Lookup)]) -> Result
     let mut at_meters: Vec<i32> = Vec::new();
     let mut at_ts: Vec<DateTime<Utc>> = Vec::new();
     // (meter, lo, hi) of the range look-ups, each side.
-    let (mut last, mut first): (Vec<(i32, DateTime<Utc>, DateTime<Utc>)>, Vec<_>) = (Vec::new(), Vec::new());
+    let (mut last, mut first): (Vec<Range>, Vec<Range>) = (Vec::new(), Vec::new());
     for &(m, l) in lookups {
         match l {
             Lookup::At(t) => {
@@ -132,7 +135,7 @@ pub async fn lookup(c: &impl GenericClient, lookups: &[(i32, Lookup)]) -> Result
         }
     }
     let channels: Vec<i16> = REGISTERS.to_vec();
-    let cols = |v: &[(i32, DateTime<Utc>, DateTime<Utc>)]| {
+    let cols = |v: &[Range]| {
         (
             v.iter().map(|x| x.0).collect::<Vec<i32>>(),
             v.iter().map(|x| x.1).collect::<Vec<DateTime<Utc>>>(),
@@ -227,8 +230,9 @@ pub async fn building_consumption(
             &[&building, &instants, &super::usage::CH_TOTAL, &MAX_BUILDING_ROWS],
         )
         .await?;
-    // household → meter → (start, end)
-    let mut per: HashMap<i32, HashMap<i32, (Option<i64>, Option<i64>)>> = HashMap::new();
+    // household → meter → registers (start, end)
+    type Ends = (Option<i64>, Option<i64>);
+    let mut per: HashMap<i32, HashMap<i32, Ends>> = HashMap::new();
     for r in &rows {
         let (h, m, ts, v): (i32, i32, DateTime<Utc>, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
         let e = per.entry(h).or_default().entry(m).or_default();

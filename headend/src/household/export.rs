@@ -7,7 +7,7 @@
 //!
 //! **Green Button** (`application/atom+xml`): an Atom feed with the ESPI resources of one usage point —
 //! `UsagePoint` (electricity), `MeterReading`, `ReadingType` (Wh, `powerOfTenMultiplier` 0, 900-second
-//! intervals, kind energy, delta data, forward flow) and one `IntervalBlock` per local day holding an
+//! intervals, kind energy, delta data, forward flow) and one `IntervalBlock` per local day with data, holding an
 //! `IntervalReading` per interval with data (`timePeriod` start in Unix seconds and duration 900, `value`
 //! in Wh). Missing intervals are left out, as ESPI expects, never filled. Times are Unix seconds (UTC), so no
 //! `LocalTimeParameters` resource is needed to read them.
@@ -158,6 +158,9 @@ pub fn espi(feed: Feed<'_>, rows: &[IntervalRow]) -> String {
         let j = rows[i..].iter().position(|r| day_of_interval(r.end) != day).map_or(rows.len(), |k| i + k);
         let day_rows = &rows[i..j];
         i = j;
+        if day_rows.iter().all(|r| r.energy.total.is_none()) {
+            continue; // a day without any reading has no block
+        }
         block += 1;
         let start = super::calendar::midnight(day);
         let end = super::calendar::midnight(day.succ_opt().unwrap_or(day));
@@ -194,6 +197,7 @@ pub fn espi(feed: Feed<'_>, rows: &[IntervalRow]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::household::calendar::day_grid;
@@ -215,6 +219,8 @@ mod tests {
                 .take(4)
                 .map(|end| IntervalRow { end, energy: Energy { total: Some(7), vt: None, nt: None } }),
         );
+        let empty_day = day_grid("2026-10-27".parse().unwrap());
+        out.extend(empty_day.into_iter().map(|end| IntervalRow { end, energy: Energy::default() }));
         out
     }
 
@@ -223,7 +229,7 @@ mod tests {
         let text = String::from_utf8(csv(&rows()).unwrap()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "start_local,end_utc,kwh,vt_kwh,nt_kwh,status");
-        assert_eq!(lines.len(), 1 + 100 + 4, "the autumn DST day has 100 intervals");
+        assert_eq!(lines.len(), 1 + 100 + 4 + 96, "the autumn DST day has 100 intervals");
         assert_eq!(lines[1], "2026-10-25T00:00:00+02:00,2026-10-24T22:15:00Z,0.100,0.060,0.040,actual");
         assert_eq!(lines[4], "2026-10-25T00:45:00+02:00,2026-10-24T23:00:00Z,,,,missing");
         // The repeated hour: 02:00+02:00 then 02:00+01:00.
@@ -272,7 +278,7 @@ mod tests {
         for tag in ["<espi:UsagePoint>", "<espi:MeterReading/>", "<espi:ReadingType>", "<espi:uom>72</espi:uom>"] {
             assert!(xml.contains(tag), "{tag}");
         }
-        assert_eq!(xml.matches("<espi:IntervalBlock>").count(), 2, "one block per local day");
+        assert_eq!(xml.matches("<espi:IntervalBlock>").count(), 2, "one block per local day with data");
         assert_eq!(xml.matches("<espi:IntervalReading>").count(), 99 + 4, "the missing interval is left out");
         // The autumn day's block lasts 25 h and starts at local midnight.
         assert!(xml.contains("<espi:duration>90000</espi:duration>"));

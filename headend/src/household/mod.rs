@@ -83,7 +83,8 @@ pub struct UsagePoint {
     pub start: DateTime<Utc>,
     /// Slot end (UTC); for an interval, the reading's `ts`.
     pub end: DateTime<Utc>,
-    /// Local (Europe/Belgrade) label: `14:15` (interval start), `2026-11-20` (day), `2026-11` (month).
+    /// Local (Europe/Belgrade) label: `14:15` (interval start; on the autumn DST day the repeated hour with its
+    /// offset, `02:00 +02` then `02:00 +01`), `2026-11-20` (day), `2026-11` (month).
     pub label: String,
     /// From 1.0.1.8.0.
     pub kwh: Option<Decimal>,
@@ -256,6 +257,17 @@ fn found_in(lookups: &[(i32, Lookup)], readings: &[Reading]) -> Found {
     found
 }
 
+/// The autumn DST day shows 02:00–02:45 twice: those labels get their UTC offset (`02:00 +02`, `02:00 +01`).
+fn mark_repeated_hour(points: &mut [UsagePoint]) {
+    let mut seen = std::collections::HashMap::new();
+    for p in points.iter() {
+        *seen.entry(p.label.clone()).or_insert(0) += 1;
+    }
+    for p in points.iter_mut().filter(|p| seen.get(&p.label).is_some_and(|n| *n > 1)) {
+        p.label = format!("{} {}", p.label, p.start.with_timezone(&Belgrade).format("%:::z"));
+    }
+}
+
 fn slot_label(view: View, s: &Slot) -> String {
     match view {
         View::Day(_) => s.start.with_timezone(&Belgrade).format("%H:%M").to_string(),
@@ -298,7 +310,8 @@ pub async fn consumption(
             (out.next().unwrap_or_default(), out.next().unwrap_or_default())
         }
     };
-    let points: Vec<UsagePoint> = slots.iter().map(|s| UsagePoint::of(slot_label(view, s), s)).collect();
+    let mut points: Vec<UsagePoint> = slots.iter().map(|s| UsagePoint::of(slot_label(view, s), s)).collect();
+    mark_repeated_hour(&mut points);
     let total = total.first().map(PeriodUse::of).unwrap_or_else(|| PeriodUse::of(&empty_slot(start, end)));
     Ok(ConsumptionReport {
         household: h.code.clone(),
@@ -422,6 +435,7 @@ pub async fn month_intervals(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

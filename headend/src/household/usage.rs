@@ -294,6 +294,7 @@ pub fn median(values: &mut [i64]) -> Option<i64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::household::calendar::{day_grid, View};

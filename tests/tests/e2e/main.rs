@@ -9,4 +9,5 @@ mod ingest;
 mod modbus;
 mod model;
 mod pipeline;
+mod portal;
 mod portal_bills;
