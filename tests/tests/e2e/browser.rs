@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{Datelike, NaiveDate, TimeZone};
 use chrono_tz::Europe::Belgrade;
 use meter_sim::Fleet;
+use rust_decimal::Decimal;
 use tests::browser::Browser;
 use tests::procs::{self, Headend};
 
@@ -137,26 +138,11 @@ fn publish_readings(p: &mut Pipeline, fleet: &Fleet) -> (String, chrono::DateTim
     (last_month.format("%Y-%m").to_string(), b)
 }
 
-/// `1234.5` as the English pages show it: `1,234.50` (`dp` decimals, thousands grouped).
-fn en_number(x: &str, dp: usize) -> String {
-    let v: f64 = x.parse().expect("number");
-    let text = format!("{:.dp$}", v.abs());
-    let (int, frac) = text.split_once('.').unwrap_or((text.as_str(), ""));
-    let mut out = String::new();
-    if v < 0.0 {
-        out.push('-');
-    }
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if !frac.is_empty() {
-        out.push('.');
-        out.push_str(frac);
-    }
-    out
+/// The number of an English page's text like `4,249.35 RSD` (thousands grouped by commas), its
+/// `unit` after it.
+fn en_decimal(text: &str, unit: &str) -> Decimal {
+    let digits = text.trim().strip_suffix(unit).unwrap_or_else(|| panic!("{text:?} ends with {unit}"));
+    digits.trim().replace(',', "").parse().unwrap_or_else(|e| panic!("{text:?}: {e}"))
 }
 
 /// Waits until every chart of the page is drawn (app.js marks them) and there is at least one.
@@ -206,7 +192,7 @@ fn a_household_and_an_operator_use_the_pages_in_headless_chromium() {
     let last_day = silent_since.with_timezone(&Belgrade).format("%Y-%m-%d").to_string();
     let env = [("DATABASE_URL", p.db.url.as_str())];
     procs::run_bin("billing", &["run", "--period", &period, "--building", "B000001"], &env).expect("billing run");
-    let bill_total: String =
+    let bill_total: Decimal =
         p.rt.block_on(async {
             let c = p.db.client().await?;
             let row = c
@@ -215,7 +201,7 @@ fn a_household_and_an_operator_use_the_pages_in_headless_chromium() {
                     &[&HOUSEHOLD],
                 )
                 .await?;
-            anyhow::Ok(row.get(0))
+            anyhow::Ok(row.get::<_, String>(0).parse::<Decimal>()?)
         })
         .expect("the household's bill");
     procs::create_account(&p.db.url, HH_USER, "household", &[HOUSEHOLD], HH_PASSWORD).expect("household account");
@@ -237,13 +223,13 @@ fn a_household_and_an_operator_use_the_pages_in_headless_chromium() {
     let model = meter_sim::Model::with_meters(SEED, INVENTORY);
     let register = |d: NaiveDate| model.registers_at(1, local_midnight(d)).expect("register").import_total();
     let wh = register(day.succ_opt().expect("day")) - register(day);
-    let want = en_number(&format!("{}.{:03}", wh / 1000, wh % 1000), 3);
-    assert_eq!(b.text("#yesterday .kpi").expect("yesterday"), format!("{want} kWh"), "yesterday's kWh");
+    let shown = en_decimal(&b.text("#yesterday .kpi").expect("yesterday"), "kWh");
+    assert_eq!(shown, Decimal::new(wh, 3), "yesterday's kWh");
     b.click("#days details summary").expect("open the hour table");
     let hours: Vec<String> = b.texts("#days details table tbody tr td:nth-child(2)").expect("hour cells");
     assert!((23..=25).contains(&hours.len()), "the hours of a local day: {hours:?}");
-    let sum: i64 = hours.iter().map(|h| h.replace([',', '.'], "").parse::<i64>().expect("Wh")).sum();
-    assert_eq!(sum, wh, "the hours add up to the day: {hours:?}");
+    let sum: Decimal = hours.iter().map(|h| en_decimal(h, "")).sum();
+    assert_eq!(sum, shown, "the hours add up to the day: {hours:?}");
     b.screenshot("portal").expect("screenshot");
 
     open_tab(&b, "/portal/usage");
@@ -257,8 +243,8 @@ fn a_household_and_an_operator_use_the_pages_in_headless_chromium() {
     assert_translated(&b, "bills");
     assert_charts_drawn(&b, "bills");
     assert_table_numbers(&b, "bills");
-    let kpi = b.text(".kpi").expect("the amount to pay");
-    assert_eq!(kpi, format!("{} RSD", en_number(&bill_total, 2)), "the bill's total as stored by billing");
+    let kpi = en_decimal(&b.text(".kpi").expect("the amount to pay"), "RSD");
+    assert_eq!(kpi, bill_total, "the bill's total as stored by billing");
     b.screenshot("bills").expect("screenshot");
 
     open_tab(&b, "/portal/events");
