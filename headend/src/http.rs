@@ -6,7 +6,8 @@
 //! no personal data), `/api/openapi.json`, `/assets/*`, `/login`, `/activate`. Everything else needs
 //! a session or an API token and names its role (household: own household only; operator; admin).
 //! Middleware, outermost first: metrics per matched route → security headers → concurrency limit
-//! (API and pages only) → [`crate::auth::authenticate`] (principal, CSRF).
+//! (API and pages only) → [`crate::auth::authenticate`] (principal, CSRF) → one JSON error shape
+//! under `/api/` (axum's own 405/415/422 refusals included).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -96,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(crate::web::routes())
         .fallback(fallback)
+        .layer(middleware::from_fn(api_error_shape))
         .layer(middleware::from_fn_with_state(state.clone(), crate::auth::authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), limit_concurrency))
         .layer(middleware::from_fn(security_headers))
@@ -109,6 +111,52 @@ async fn fallback(req: Request) -> Response {
     } else {
         crate::web::message_page(StatusCode::NOT_FOUND, "404", "No such page. / Ova stranica ne postoji.")
     }
+}
+
+/// Under `/api/` every error has the one JSON shape. axum's own refusals — 405 for a method the
+/// route does not take, 415 for a body that is not JSON, 422 for JSON that does not fit, 400 for a
+/// bad path or query — come as plain text (or nothing); they are rewritten here, their text kept as
+/// the message.
+async fn api_error_shape(req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with("/api/") {
+        return next.run(req).await;
+    }
+    let r = next.run(req).await;
+    let status = r.status();
+    let json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).trim().to_owned());
+    let message = match text {
+        Ok(t) if !t.is_empty() => t,
+        _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let code = match status.as_u16() {
+        400 | 422 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        409 => "conflict",
+        413 => "too_large",
+        415 => "unsupported_media_type",
+        429 => "rate_limited",
+        503 => "unavailable",
+        _ => "error",
+    };
+    let mut out = ApiError::new(status, code, message).into_response();
+    for name in [header::ALLOW, header::RETRY_AFTER] {
+        if let Some(v) = parts.headers.get(&name) {
+            out.headers_mut().insert(name, v.clone());
+        }
+    }
+    out
 }
 
 /// Portal and API requests beyond `http.max_concurrent_requests` get 503 at once instead of

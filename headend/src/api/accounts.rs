@@ -132,7 +132,22 @@ async fn create_account(
     if req.role != Role::Household && !req.households.is_empty() {
         return Err(ApiError::bad("households: only for household accounts"));
     }
+    if req.households.len() > 100 {
+        return Err(ApiError::bad("households: at most 100"));
+    }
     let client = s.pool.get().await.map_err(ApiError::unavailable)?;
+    // Every household must exist before the account is made: a refusal after it would leave a
+    // half-made account that the admin's corrected request then collides with (409).
+    let known: Vec<String> = client
+        .query("SELECT code FROM households WHERE code = ANY($1)", &[&req.households])
+        .await
+        .map_err(ApiError::unavailable)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if let Some(missing) = req.households.iter().find(|h| !known.contains(h)) {
+        return Err(ApiError::not_found(format!("no household {missing} in the inventory")));
+    }
     store::create_account(&client, &req.username, req.role, None, s.auth_cfg.min_password_len).await?;
     for h in &req.households {
         store::link_household(&client, &req.username, h).await?;

@@ -23,7 +23,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable code: `bad_request`, `unauthorized`, `forbidden`, `csrf`, `not_found`, `conflict`,
-    /// `rate_limited`, `unavailable`, `meter_failed`, `no_route`.
+    /// `rate_limited`, `unavailable`, `meter_failed`, `no_route`, `method_not_allowed`,
+    /// `unsupported_media_type`, `too_large`, `error`.
     pub code: String,
     /// For people; may change between versions.
     pub message: String,

@@ -5,7 +5,9 @@
 //! ignored and the request is anonymous). A state-changing request that is not token-authenticated
 //! must also prove it comes from our own page: its origin must be this site and it must carry the
 //! CSRF token — the session's (logged in) or the pre-login cookie's (login and activation forms) —
-//! as the `csrf` form field or the `X-CSRF-Token` header. Handlers then ask for what they need with
+//! as the `csrf` form field or the `X-CSRF-Token` header (an anonymous API request is not checked:
+//! it carries no credential to abuse, and every API route refuses it with 401; a public API route
+//! that changes state would need its own check). Handlers then ask for what they need with
 //! the extractors [`Principal`] (anyone logged in), [`Operator`] or [`Admin`]; what a household may
 //! see is decided by [`Principal::households`] in the queries themselves, and anything outside it
 //! answers 404 exactly like something that does not exist.
@@ -34,6 +36,8 @@ pub const SESSION_COOKIE: &str = "hes_session";
 pub const PRE_COOKIE: &str = "hes_pre";
 /// The CSRF header for scripts; forms use the field `csrf`.
 pub const CSRF_HEADER: &str = "x-csrf-token";
+/// The shortest pre-login cookie accepted (ours are 43 characters: 32 random bytes in base64).
+pub const PRE_MIN_LEN: usize = 32;
 
 /// What an account may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
@@ -225,13 +229,17 @@ pub fn pre_cookie(value: String, secure: bool) -> Cookie<'static> {
     Cookie::build((PRE_COOKIE, value)).path("/").http_only(true).same_site(SameSite::Strict).secure(secure).build()
 }
 
+/// The client's address. Behind a proxy (`auth.client_ip_header`), the header's *last* entry: a
+/// proxy appends the address it saw to whatever the client sent, so the first entries are the
+/// client's to choose (taking the first let anyone pick a fresh address per login attempt and
+/// never meet the per-address limit).
 fn client_addr(s: &AppState, req: &Request) -> Option<IpAddr> {
     if let Some(h) = &s.auth_cfg.client_ip_header {
         if let Some(ip) = req
             .headers()
             .get(h.as_str())
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.rsplit(',').next())
             .and_then(|v| v.trim().parse().ok())
         {
             return Some(ip);
@@ -309,6 +317,11 @@ pub fn form_urlencoded(body: &[u8]) -> Vec<(String, String)> {
 
 const MAX_FORM: usize = 64 * 1024;
 
+/// The forms that carry the pre-login CSRF token.
+fn pre_login_form(path: &str) -> bool {
+    matches!(path, "/login" | "/activate")
+}
+
 /// The middleware: resolves the principal, enforces CSRF on state-changing browser requests, and
 /// records the client address. See the module documentation.
 pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -351,7 +364,11 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
         (None, None) => None,
     };
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if !safe && token.is_none() {
+    // An anonymous API request carries no credential a forged request could ride on, and every API
+    // route needs one: it goes on to answer 401 (a CSRF refusal would tell a script the wrong thing).
+    // Pages keep the check for anonymous requests: the login and activation forms need it.
+    let anonymous_api = api && principal.is_none();
+    if !safe && token.is_none() && !anonymous_api {
         let refuse = |why: &'static str| {
             s.metrics.auth_failures.with_label_values(&["csrf"]).inc();
             if api {
@@ -363,9 +380,16 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
         if cross_site(&req) {
             return refuse("cross-site request refused");
         }
+        // Only a value this server could have made (43 characters); a short one set by someone
+        // else is no proof.
+        let pre = jar.get(PRE_COOKIE).map(|c| c.value().to_owned()).filter(|v| v.len() >= PRE_MIN_LEN);
         let expected = match &principal {
+            // The login and activation forms carry the pre-login token even when a session
+            // cookie came along (an old tab, or a session planted by someone else): logging in
+            // then replaces that session instead of failing.
+            Some(_) if pre_login_form(req.uri().path()) => pre,
             Some(p) => Some(p.csrf().to_owned()),
-            None => jar.get(PRE_COOKIE).map(|c| c.value().to_owned()),
+            None => pre,
         };
         let Some(expected) = expected.filter(|e| !e.is_empty()) else {
             return refuse("the form has expired: reload the page and try again");

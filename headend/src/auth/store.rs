@@ -299,8 +299,13 @@ pub async fn redeem_invite(
 }
 
 /// Checks a username and password with throttling: after `max_failed` failures in a row the
-/// account is locked for `lockout` (kept in the database, so every replica agrees). An unknown
-/// username costs the same password verification as a known one.
+/// account is locked for `lockout` (kept in the database, so every replica agrees).
+///
+/// Each attempt on an existing account is counted *before* its password is checked (and forgiven
+/// when it is right), so concurrent guesses cannot all slip past the count while the first ones
+/// are still being verified: at most `max_failed` passwords are ever checked between lock-outs.
+/// Whatever the outcome — unknown user, wrong password, locked, disabled — one password
+/// verification is paid, so the time taken tells nothing about the account.
 pub async fn login(
     c: &Client,
     username: &str,
@@ -310,11 +315,7 @@ pub async fn login(
 ) -> Result<Result<i32, LoginRefused>, AuthError> {
     let username = username.trim().to_ascii_lowercase();
     let row = c
-        .query_opt(
-            "SELECT id, password_hash, disabled_at IS NOT NULL, COALESCE(locked_until > now(), false)
-             FROM accounts WHERE username = $1",
-            &[&username],
-        )
+        .query_opt("SELECT id, password_hash, disabled_at IS NOT NULL FROM accounts WHERE username = $1", &[&username])
         .await?;
     let Some(row) = row else {
         verify(password.to_owned(), None).await;
@@ -324,30 +325,33 @@ pub async fn login(
     let id: i32 = row.get(0);
     let phc: Option<String> = row.get(1);
     let disabled: bool = row.get(2);
-    if row.get::<_, bool>(3) {
+    // Reserve this attempt: the one that reaches `max_failed` locks the account at once (and is
+    // still checked: the right password on it opens the account again).
+    let reserved = c
+        .query_opt(
+            "UPDATE accounts SET
+                 failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END,
+                 locked_until = CASE WHEN failed_logins + 1 >= $2 THEN now() + make_interval(secs => $3)
+                                     ELSE locked_until END
+             WHERE id = $1 AND NOT COALESCE(locked_until > now(), false)
+             RETURNING COALESCE(locked_until > now(), false)",
+            &[&id, &i32::try_from(throttle.max_failed.max(1)).unwrap_or(i32::MAX), &secs(throttle.lockout)],
+        )
+        .await?;
+    let Some(reserved) = reserved else {
+        verify(password.to_owned(), None).await;
         audit(c, Some(id), Some(&username), "login_locked", client, None).await?;
         return Ok(Err(LoginRefused::Locked));
-    }
+    };
+    let last: bool = reserved.get(0);
     if verify(password.to_owned(), phc).await && !disabled {
         c.execute("UPDATE accounts SET failed_logins = 0, locked_until = NULL WHERE id = $1", &[&id]).await?;
         audit(c, Some(id), Some(&username), "login", client, None).await?;
         return Ok(Ok(id));
     }
-    let locked: bool = c
-        .query_one(
-            "UPDATE accounts SET
-                 failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END,
-                 locked_until = CASE WHEN failed_logins + 1 >= $2 THEN now() + make_interval(secs => $3)
-                                     ELSE locked_until END
-             WHERE id = $1 RETURNING locked_until > now()",
-            &[&id, &i32::try_from(throttle.max_failed.max(1)).unwrap_or(i32::MAX), &secs(throttle.lockout)],
-        )
-        .await?
-        .get::<_, Option<bool>>(0)
-        .unwrap_or(false);
-    let event = if locked { "locked_out" } else { "login_failed" };
+    let event = if last { "locked_out" } else { "login_failed" };
     audit(c, Some(id), Some(&username), event, client, None).await?;
-    Ok(Err(if locked { LoginRefused::Locked } else { LoginRefused::Invalid }))
+    Ok(Err(if last { LoginRefused::Locked } else { LoginRefused::Invalid }))
 }
 
 /// A new session for `account`: returns the session id (the cookie's value, shown once) and
@@ -380,13 +384,15 @@ fn principal(row: &tokio_postgres::Row, via: Via) -> Option<Principal> {
 }
 
 /// The account behind a session cookie, if the session is valid: not expired, not idle longer
-/// than `idle`, account not disabled. Refreshes the idle clock at most once a minute.
+/// than `idle`, account not disabled. Refreshes the idle clock at most once a minute (or every
+/// half `idle` when that is shorter, so that a session in use never goes idle).
 pub async fn session(c: &Client, id: &str, idle: Duration) -> Result<Option<Principal>, AuthError> {
     let h = secret::digest(id);
     let row = c
         .query_opt(
             &format!(
-                "SELECT {PRINCIPAL_COLUMNS}, s.csrf_token, s.last_seen_at < now() - interval '1 minute'
+                "SELECT {PRINCIPAL_COLUMNS}, s.csrf_token,
+                        s.last_seen_at < now() - LEAST(interval '1 minute', make_interval(secs => $2::float8 / 2))
                  FROM web_sessions s JOIN accounts a ON a.id = s.account_id
                  WHERE s.id_hash = $1 AND s.expires_at > now() AND a.disabled_at IS NULL
                    AND s.last_seen_at > now() - make_interval(secs => $2)"

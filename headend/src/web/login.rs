@@ -39,10 +39,18 @@ async fn home(Extension(Auth(who)): Extension<Auth>) -> Redirect {
     }
 }
 
-/// Only a local path may be a redirect target (no open redirect to another site).
+/// Only a local path may be a redirect target (no open redirect to another site). Printable ASCII
+/// only: browsers drop tabs and newlines from a `Location` (`/\t/evil.example` is `//evil.example`
+/// to them) and read a backslash as a slash.
 fn safe_next(next: Option<&str>) -> Option<String> {
-    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && !n.contains("://"))
-        .map(str::to_owned)
+    next.filter(|n| {
+        n.starts_with('/')
+            && !n.starts_with("//")
+            && !n.contains('\\')
+            && !n.contains("://")
+            && n.bytes().all(|b| b.is_ascii_graphic())
+    })
+    .map(str::to_owned)
 }
 
 #[derive(Template)]
@@ -307,7 +315,19 @@ mod tests {
     #[test]
     fn only_local_paths_are_followed_after_login() {
         assert_eq!(safe_next(Some("/portal/month?m=2026-11")).as_deref(), Some("/portal/month?m=2026-11"));
-        for bad in ["//evil.example/", "https://evil.example/", "/\\evil.example", "portal", "/x?u=http://e"] {
+        for bad in [
+            "//evil.example/",
+            "https://evil.example/",
+            "/\\evil.example",
+            "portal",
+            "/x?u=http://e",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "/\r\nSet-Cookie: x=1",
+            "/x\\/evil.example",
+            "/caf\u{e9}",
+        ] {
             assert_eq!(safe_next(Some(bad)), None, "{bad}");
         }
     }
