@@ -11,3 +11,4 @@ mod model;
 mod pipeline;
 mod portal;
 mod portal_bills;
+mod security;
