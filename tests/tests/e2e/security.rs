@@ -100,11 +100,11 @@ fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], bo
     Resp { status, headers, body }
 }
 
-/// Percent-encoding of a form or query value (everything but RFC 3986 unreserved characters).
-fn enc(s: &str) -> String {
+/// Percent-encoding of everything but letters, digits and the bytes in `keep`.
+fn percent(s: &str, keep: &[u8]) -> String {
     s.bytes()
         .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            if b.is_ascii_alphanumeric() || keep.contains(&b) {
                 char::from(b).to_string()
             } else {
                 format!("%{b:02X}")
@@ -113,17 +113,14 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
-/// What the head-end puts after `/login?next=` (its `auth::urlencode`: `/` kept).
+/// A form or query value (RFC 3986 unreserved characters kept).
+fn enc(s: &str) -> String {
+    percent(s, b"-_.~")
+}
+
+/// What the head-end puts after `/login?next=` (its `auth::urlencode`, which keeps `/`).
 fn next_param(path: &str) -> String {
-    path.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    percent(path, b"-_.~/")
 }
 
 fn form(fields: &[(&str, &str)]) -> String {
@@ -328,6 +325,16 @@ fn start_main(p: &mut Pipeline) -> Headend {
     p.spec.env.push(("HEADEND_AUTH__ATTEMPTS_PER_MINUTE".into(), "100000".into()));
     p.spec.env.push(("HEADEND_AUTH__MAX_FAILED_LOGINS".into(), "1000".into()));
     p.start_headend().expect("head-end")
+}
+
+/// A pipeline of `meters` meters with a head-end ([`start_main`]), households A and B, and the
+/// admin account `admin-1`.
+fn site(tag: &str, meters: usize) -> (Pipeline, Headend, Household, Household) {
+    let mut p = Pipeline::new(tag, meters, SEED, false).expect("pipeline");
+    let headend = start_main(&mut p);
+    let (a, b) = households(&p);
+    account(&p, "admin-1", "admin", &[]);
+    (p, headend, a, b)
 }
 
 /// A second head-end on the same database with its own settings (and its own MQTT client id).
@@ -696,12 +703,9 @@ fn assert_redirects_to_login(addr: SocketAddr, url: &str, caller: &Caller, what:
 
 #[test]
 fn every_documented_route_and_every_page_answers_each_role_as_documented() {
-    let mut p = Pipeline::new("security", METERS, SEED, false).expect("pipeline");
-    let headend = start_main(&mut p);
+    let (p, headend, a, b) = site("security", METERS);
     let addr = headend.http;
     publish_and_bill(&p);
-    let (a, b) = households(&p);
-    account(&p, "admin-1", "admin", &[]);
     account(&p, "hh-a", "household", &[&a.code]);
     account(&p, "hh-b", "household", &[&b.code]);
     account(&p, "matrix-victim", "household", &[&a.code]);
@@ -818,13 +822,10 @@ fn assert_anonymous(addr: SocketAddr, caller: &Caller, what: &str) {
 
 #[test]
 fn forged_expired_and_revoked_credentials_and_forged_requests_are_refused() {
-    let mut p = Pipeline::new("security_sessions", 20, SEED, false).expect("pipeline");
-    let headend = start_main(&mut p);
+    let (p, headend, a, _) = site("security_sessions", 20);
     let addr = headend.http;
-    let (a, _) = households(&p);
     account(&p, "hh-a", "household", &[&a.code]);
     account(&p, "doomed", "household", &[&a.code]);
-    account(&p, "admin-1", "admin", &[]);
     let admin = Caller::Token(token(&p, "admin-1"));
 
     // A real session, then forgeries of it: all anonymous, and the real one unharmed.
@@ -1062,14 +1063,11 @@ fn invite(p: &Pipeline, household: &str, env: &[(&str, &str)]) -> String {
 
 #[test]
 fn logins_are_throttled_activation_codes_work_once_and_redirects_stay_on_site() {
-    let mut p = Pipeline::new("security_login", 20, SEED, false).expect("pipeline");
-    let headend = start_main(&mut p);
+    let (p, headend, a, b) = site("security_login", 20);
     let addr = headend.http;
-    let (a, b) = households(&p);
     for u in ["hh-a", "locky", "racy", "timed", "timing-ref"] {
         account(&p, u, "household", &[&a.code]);
     }
-    account(&p, "admin-1", "admin", &[]);
     let admin = Caller::Token(token(&p, "admin-1"));
     let household = Caller::Token(token(&p, "hh-a"));
 
