@@ -693,6 +693,67 @@ fn crawl(addr: SocketAddr, caller: &Caller, seeds: &[&str], prefix: &str, limit:
     pages
 }
 
+/// The forms of a page that post: their target and the value of their `csrf` field (empty when
+/// they have none).
+fn post_forms(html: &str) -> Vec<(String, String)> {
+    let attr = |tag: &str, name: &str| {
+        tag.split(&format!("{name}=\"")).nth(1).and_then(|v| v.split('"').next()).map(unescape).unwrap_or_default()
+    };
+    html.split("<form")
+        .skip(1)
+        .filter_map(|chunk| {
+            let form = chunk.split("</form>").next().unwrap_or("");
+            let tag = form.split('>').next().unwrap_or("");
+            if !attr(tag, "method").eq_ignore_ascii_case("post") {
+                return None;
+            }
+            let csrf =
+                form.split("name=\"csrf\"").nth(1).map(|rest| attr(rest.split('>').next().unwrap_or(""), "value"));
+            Some((attr(tag, "action"), csrf.unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// Every form a page offers its viewer carries the session's CSRF token; posting it without the
+/// token, anonymously, or as a role below the page's is refused. (The forms are not submitted
+/// with the token: they disable accounts and open breakers.)
+fn check_forms(addr: SocketAddr, pages: &[(String, Resp)], viewer: &Caller, roles: &Roles) -> usize {
+    let mut checked = HashSet::new();
+    for (url, r) in pages {
+        for (action, csrf) in post_forms(&r.body) {
+            assert_eq!(csrf, viewer.csrf(), "{url}: the form posting to {action} lacks the session's CSRF token");
+            if action == "/logout" || !checked.insert(action.clone()) {
+                continue;
+            }
+            let post = |caller: &Caller, token: &str, extra: &[(&str, &str)]| {
+                let cookie = format!("hes_session={}", caller.cookie());
+                let mut h = vec![("Cookie", cookie.as_str()), FORM];
+                h.extend_from_slice(extra);
+                send(addr, "POST", &action, &h, Some(&form(&[("csrf", token)])))
+            };
+            let refused = |r: &Resp, what: &str| {
+                assert_eq!(r.status, 403, "{url}: POST {action} {what}: {}", r.describe());
+            };
+            refused(&post(viewer, "", &[]), "without the token");
+            refused(&post(viewer, "wrong", &[]), "with a wrong token");
+            refused(&post(viewer, viewer.csrf(), &[("Origin", "http://evil.example")]), "from another site");
+            let r = post(&Caller::Anonymous, "", &[]);
+            assert!(
+                r.status == 403 || r.location().starts_with("/login"),
+                "{url}: anonymous POST {action}: {}",
+                r.describe()
+            );
+            if action.starts_with("/ops") {
+                refused(&post(&roles.household_a, roles.household_a.csrf(), &[]), "as a household");
+            }
+            if action.starts_with("/ops/accounts") {
+                refused(&post(&roles.operator, roles.operator.csrf(), &[]), "as an operator");
+            }
+        }
+    }
+    checked.len()
+}
+
 /// Anonymous visitors of a page are sent to the login page, which brings them back afterwards.
 fn assert_redirects_to_login(addr: SocketAddr, url: &str, caller: &Caller, what: &str) {
     let r = caller.get(addr, url);
@@ -781,10 +842,14 @@ fn every_documented_route_and_every_page_answers_each_role_as_documented() {
             assert_eq!(r.status, 403, "an operator opens the admin page {url}: {}", r.describe());
         }
     }
+    let forms = check_forms(addr, &portal, &sessions.household_a, &sessions)
+        + check_forms(addr, &ops_pages, &sessions.operator, &sessions)
+        + check_forms(addr, &admin_pages, &sessions.admin, &sessions);
+    assert!(forms > 0, "no form that posts was found on the pages");
     let urls = |pages: &[(String, Resp)]| pages.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>().join(" ");
     eprintln!(
         "security matrix: {} operations x 2 ways x 4 roles; pages: portal {}, operator {}, admin {}; \
-         {substituted} portal URLs tried with B's identifiers",
+         {substituted} portal URLs tried with B's identifiers; {forms} form targets",
         ops.len(),
         urls(&portal),
         urls(&ops_pages),
