@@ -1073,18 +1073,22 @@ fn forged_expired_and_revoked_credentials_and_forged_requests_are_refused() {
     }
     assert!(answers.windows(2).all(|w| w[0] == w[1]), "bad tokens answer differently: {answers:?}");
 
-    // An idle session ends after auth.session_idle; one in use does not.
-    let strict = start_extra(&p, "idle", &[("HEADEND_AUTH__SESSION_IDLE", "2s")]);
+    // An idle session ends after auth.session_idle; one in use does not, until auth.session_max.
+    let strict = start_extra(&p, "idle", &[("HEADEND_AUTH__SESSION_IDLE", "2s"), ("HEADEND_AUTH__SESSION_MAX", "6s")]);
+    let logged_in = Instant::now();
     let busy = login(&p, strict.http, "hh-a", PASSWORD);
     let idle = login(&p, strict.http, "hh-a", PASSWORD);
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(3500) {
-        assert_eq!(me(strict.http, &busy).status, 200, "a session in use expired after {:?}", start.elapsed());
+    while logged_in.elapsed() < Duration::from_millis(3500) {
+        assert_eq!(me(strict.http, &busy).status, 200, "a session in use expired after {:?}", logged_in.elapsed());
         std::thread::sleep(Duration::from_millis(400));
     }
     assert_anonymous(strict.http, &idle, "a session idle for longer than session_idle");
-    std::thread::sleep(Duration::from_millis(2500));
-    assert_anonymous(strict.http, &busy, "a session idle for longer than session_idle");
+    while me(strict.http, &busy).status == 200 {
+        assert!(logged_in.elapsed() < Duration::from_secs(9), "a session in use outlived session_max");
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    assert!(logged_in.elapsed() > Duration::from_millis(5500), "ended after {:?}", logged_in.elapsed());
+    assert_anonymous(strict.http, &busy, "a session older than session_max");
 }
 
 // ---------------------------------------------------------------------------------------------
