@@ -8,8 +8,10 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use schemas::inventory::Region;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
 
+use super::calendar::local_day;
 use super::usage::{Found, Lookup, MeterSpan, Reading, REGISTERS};
 use super::HouseholdError;
 
@@ -108,9 +110,9 @@ pub async fn household_code(c: &impl GenericClient, id: i32) -> Result<Option<St
 /// A range look-up: meter, lower and upper bound.
 type Range = (i32, DateTime<Utc>, DateTime<Utc>);
 
-/// Resolves register look-ups in one statement: the exact instants by `ts = ANY(…)` (pruned partitions,
-/// primary-key probes), the latest/earliest reading in a range by `ORDER BY ts LIMIT 1` per meter and
-/// register (a backward/forward index scan).
+/// Resolves register look-ups in one statement: the exact instants by `ts = ANY(…)` (partitions pruned when
+/// planning, primary-key probes), the latest/earliest reading in a range by `ORDER BY ts LIMIT 1` per meter
+/// and register (a backward/forward index scan over the partitions of the ranges' span).
 pub async fn lookup(c: &impl GenericClient, lookups: &[(i32, Lookup)]) -> Result<Found, HouseholdError> {
     let mut found = Found::new();
     if lookups.is_empty() {
@@ -144,29 +146,49 @@ pub async fn lookup(c: &impl GenericClient, lookups: &[(i32, Lookup)]) -> Result
     };
     let (lm, llo, lhi) = cols(&last);
     let (fm, flo, fhi) = cols(&first);
-    let rows = c
-        .query(
-            "SELECT 0::int4 AS k, 0::int8 AS i, meter_id, channel_id, ts, value FROM readings
-             WHERE meter_id = ANY($1) AND channel_id = ANY($2) AND ts = ANY($3)
-             UNION ALL
-             SELECT 1, q.i, q.meter_id, c.channel_id, n.ts, n.value
-             FROM unnest($4::int4[], $5::timestamptz[], $6::timestamptz[]) WITH ORDINALITY AS q(meter_id, lo, hi, i)
-             CROSS JOIN unnest($2::int2[]) AS c(channel_id)
+    // The span of each side's ranges, repeated as constants so that the planner prunes the partitions
+    // outside it (the per-row bounds alone are only known at run time).
+    let span = |lo: &[DateTime<Utc>], hi: &[DateTime<Utc>]| {
+        (lo.iter().min().copied().unwrap_or_default(), hi.iter().max().copied().unwrap_or_default())
+    };
+    let (l_span, f_span) = (span(&llo, &lhi), span(&flo, &fhi));
+    // Only the arms with look-ups are sent (their SQL is fixed text with numbered parameters).
+    let mut arms: Vec<String> = Vec::new();
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&channels];
+    if !at_ts.is_empty() {
+        arms.push(format!(
+            "SELECT 0::int4, 0::int8, meter_id, channel_id, ts, value FROM readings
+             WHERE channel_id = ANY($1) AND meter_id = ANY(${}) AND ts = ANY(${})",
+            params.len() + 1,
+            params.len() + 2
+        ));
+        params.extend([&at_meters as &(dyn ToSql + Sync), &at_ts]);
+    }
+    for (k, (m, lo, hi), (a, b)) in [(1, (&lm, &llo, &lhi), &l_span), (2, (&fm, &flo, &fhi), &f_span)] {
+        if m.is_empty() {
+            continue;
+        }
+        // Latest in (lo, hi], or earliest in [lo, hi).
+        let (above, below, order) = if k == 1 { (">", "<=", "DESC") } else { (">=", "<", "ASC") };
+        let n = params.len();
+        arms.push(format!(
+            "SELECT {k}::int4, q.i, q.meter_id, c.channel_id, n.ts, n.value
+             FROM unnest(${}::int4[], ${}::timestamptz[], ${}::timestamptz[]) WITH ORDINALITY AS q(meter_id, lo, hi, i)
+             CROSS JOIN unnest($1::int2[]) AS c(channel_id)
              CROSS JOIN LATERAL (SELECT r.ts, r.value FROM readings r
                                  WHERE r.meter_id = q.meter_id AND r.channel_id = c.channel_id
-                                   AND r.ts > q.lo AND r.ts <= q.hi
-                                 ORDER BY r.ts DESC LIMIT 1) n
-             UNION ALL
-             SELECT 2, q.i, q.meter_id, c.channel_id, n.ts, n.value
-             FROM unnest($7::int4[], $8::timestamptz[], $9::timestamptz[]) WITH ORDINALITY AS q(meter_id, lo, hi, i)
-             CROSS JOIN unnest($2::int2[]) AS c(channel_id)
-             CROSS JOIN LATERAL (SELECT r.ts, r.value FROM readings r
-                                 WHERE r.meter_id = q.meter_id AND r.channel_id = c.channel_id
-                                   AND r.ts >= q.lo AND r.ts < q.hi
-                                 ORDER BY r.ts LIMIT 1) n",
-            &[&at_meters, &channels, &at_ts, &lm, &llo, &lhi, &fm, &flo, &fhi],
-        )
-        .await?;
+                                   AND r.ts {above} q.lo AND r.ts {below} q.hi
+                                   AND r.ts {above} ${} AND r.ts {below} ${}
+                                 ORDER BY r.ts {order} LIMIT 1) n",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5
+        ));
+        params.extend([m as &(dyn ToSql + Sync), lo, hi, a, b]);
+    }
+    let rows = c.query(&arms.join("\nUNION ALL\n"), &params).await?;
     for r in rows {
         let (k, i, meter, channel, ts, value): (i32, i64, i32, i16, DateTime<Utc>, i64) =
             (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
@@ -210,9 +232,9 @@ pub async fn readings(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
 }
 
-/// 1.0.1.8.0 of every household meter of building `building` at `start` and `end`, per household: the
-/// consumption of each household that has both readings on all of its meters that have any (a meter
-/// exchanged in between leaves the household out). One statement, at most [`MAX_BUILDING_ROWS`] rows.
+/// 1.0.1.8.0 of every household meter of building `building` in service over the whole of `[start, end]`
+/// at both instants, per household: the consumption of each household whose meters have both readings (a
+/// meter exchanged in between leaves the household out). One statement, at most [`MAX_BUILDING_ROWS`] rows.
 pub async fn building_consumption(
     c: &impl GenericClient,
     building: i32,
@@ -220,14 +242,17 @@ pub async fn building_consumption(
     end: DateTime<Utc>,
 ) -> Result<HashMap<i32, i64>, HouseholdError> {
     let instants = vec![start, end];
+    // In service from local midnight of `installed_on` to local midnight after `removed_on`.
+    let (first_day, last_day) = (local_day(start), local_day(end - chrono::Duration::seconds(1)));
     let rows = c
         .query(
             "SELECT m.household_id, m.id, r.ts, r.value
              FROM meters m
              JOIN readings r ON r.meter_id = m.id AND r.channel_id = $3 AND r.ts = ANY($2)
              WHERE m.building_id = $1 AND m.kind = 'household'
+               AND m.installed_on <= $5 AND (m.removed_on IS NULL OR m.removed_on >= $6)
              LIMIT $4",
-            &[&building, &instants, &super::usage::CH_TOTAL, &MAX_BUILDING_ROWS],
+            &[&building, &instants, &super::usage::CH_TOTAL, &MAX_BUILDING_ROWS, &first_day, &last_day],
         )
         .await?;
     // household → meter → registers (start, end)

@@ -43,20 +43,11 @@ pub fn csv(rows: &[IntervalRow]) -> Result<Vec<u8>, csv::Error> {
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
-/// Escapes text for XML content and attribute values.
+/// Escapes text for XML content and attribute values: askama's HTML escaping, whose numeric character
+/// references (`&#38;`, `&#60;`, …) are XML too.
 fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
+    let Ok(escaped) = askama::filters::escape(s, askama::filters::Html);
+    escaped.to_string()
 }
 
 /// A stable `urn:uuid:` for a resource of a household (name-based: SHA-256 of the parts, version bits 5).
@@ -289,6 +280,6 @@ mod tests {
         assert!(xml.contains("<espi:value>100</espi:value>"));
         assert_eq!(urn(&["a"]), urn(&["a"]));
         assert_ne!(urn(&["a", "b"]), urn(&["ab"]));
-        assert_eq!(esc("<a&\"'>"), "&lt;a&amp;&quot;&apos;&gt;");
+        assert_eq!(esc("<a&\"'>"), "&#60;a&#38;&#34;&#39;&#62;");
     }
 }

@@ -291,7 +291,7 @@ pub async fn consumption(
             let ids = h.meter_ids_in(start, end);
             let readings = db::readings(c, &ids, start, end.min(now)).await?;
             let grid = day_grid(day);
-            let energy = usage::intervals(&grid, &readings);
+            let energy = usage::intervals(&grid, &readings, &spans);
             let slots: Vec<Slot> = grid
                 .iter()
                 .zip(energy)
@@ -430,7 +430,7 @@ pub async fn month_intervals(
         ends.push(t);
         t += calendar::INTERVAL;
     }
-    let energy = usage::intervals(&ends, &readings);
+    let energy = usage::intervals(&ends, &readings, &h.spans());
     Ok(ends.into_iter().zip(energy).map(|(end, energy)| IntervalRow { end, energy }).collect())
 }
 

@@ -97,22 +97,23 @@ impl Energy {
 pub type Reading = (i32, i16, DateTime<Utc>, i64);
 
 /// 15-minute intervals ending at `ends` from the readings of the household's meters (channels 1–3). A meter's
-/// interval needs its readings at `end − 15 min` and `end`; the interval's energy is the sum over the meters
-/// that have both (an exchange day: the old meter's intervals, then the new one's), a gap when none has.
-pub fn intervals(ends: &[DateTime<Utc>], readings: &[Reading]) -> Vec<Energy> {
+/// interval counts when it lies in the meter's service window and both its readings (`end − 15 min` and
+/// `end`) exist; the interval's energy is the sum over those meters (an exchange day: the old meter's
+/// intervals, then the new one's), a gap when there is none. Readings outside a meter's window are ignored.
+pub fn intervals(ends: &[DateTime<Utc>], readings: &[Reading], meters: &[MeterSpan]) -> Vec<Energy> {
     let mut at: HashMap<(i32, usize, DateTime<Utc>), i64> = HashMap::with_capacity(readings.len());
-    let mut meters = BTreeSet::new();
     for &(m, ch, ts, v) in readings {
         if let Some(i) = register_index(ch) {
             at.insert((m, i, ts), v);
-            meters.insert(m);
         }
     }
     ends.iter()
         .map(|&end| {
             let mut e: [Option<i64>; 3] = [None; 3];
+            let serving = meters.iter().filter(|m| m.from <= end - INTERVAL && m.to.is_none_or(|to| end <= to));
+            let serving: Vec<i32> = serving.map(|m| m.id).collect();
             for (i, slot) in e.iter_mut().enumerate() {
-                for &m in &meters {
+                for &m in &serving {
                     if let (Some(a), Some(b)) = (at.get(&(m, i, end - INTERVAL)), at.get(&(m, i, end))) {
                         if b >= a {
                             *slot = Some(slot.unwrap_or(0).saturating_add(b - a));
@@ -159,6 +160,8 @@ struct Part {
     meter: i32,
     start: Lookup,
     end: Lookup,
+    /// The end is the meter's latest reading before `now` (not a removal or the slot's end).
+    running: bool,
 }
 
 /// A slot to compute.
@@ -235,13 +238,13 @@ fn plan_slot(a: DateTime<Utc>, b: DateTime<Utc>, meters: &[MeterSpan], now: Date
             let s = a.max(m.from);
             let removed_inside = m.to.filter(|to| *to < b);
             let start = if m.from > a { Lookup::FirstIn(m.from, m.from + EDGE_SEARCH) } else { Lookup::At(a) };
-            let end = match removed_inside {
-                Some(to) if to <= now => Lookup::LastIn(s.max(to - EDGE_SEARCH), to),
-                _ if state == SlotState::Running => Lookup::LastIn(s, now),
-                _ => Lookup::At(b),
+            let (end, running) = match removed_inside {
+                Some(to) if to <= now => (Lookup::LastIn(s.max(to - EDGE_SEARCH), to), false),
+                _ if state == SlotState::Running => (Lookup::LastIn(s, now), true),
+                _ => (Lookup::At(b), false),
             };
             if s < now {
-                parts.push(Part { meter: m.id, start, end });
+                parts.push(Part { meter: m.id, start, end, running });
             }
         }
     }
@@ -250,7 +253,9 @@ fn plan_slot(a: DateTime<Utc>, b: DateTime<Utc>, meters: &[MeterSpan], now: Date
 
 fn evaluate_slot(s: &SlotPlan, found: &Found) -> Slot {
     let mut e: [Option<i64>; 3] = [None; 3];
-    let mut until: Option<DateTime<Utc>> = None;
+    // A running slot is counted up to its meters' latest readings (the earliest of them); when no meter
+    // in service reaches `now` (removed, not replaced), up to the last reading counted.
+    let (mut until_running, mut until_any): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (None, None);
     if s.state != SlotState::Future {
         for (i, slot) in e.iter_mut().enumerate() {
             let mut acc = Some(0i64);
@@ -263,7 +268,10 @@ fn evaluate_slot(s: &SlotPlan, found: &Found) -> Slot {
                 };
                 if i == 0 && s.state == SlotState::Running {
                     if let (Some((tb, _)), Some(_)) = (end, delta) {
-                        until = Some(until.map_or(tb, |u| u.min(tb)));
+                        until_any = Some(until_any.map_or(tb, |u| u.max(tb)));
+                        if p.running {
+                            until_running = Some(until_running.map_or(tb, |u| u.min(tb)));
+                        }
                     }
                 }
                 acc = acc.zip(delta).map(|(x, d)| x.saturating_add(d));
@@ -272,9 +280,7 @@ fn evaluate_slot(s: &SlotPlan, found: &Found) -> Slot {
             *slot = if s.parts.is_empty() { None } else { acc };
         }
     }
-    if e[0].is_none() {
-        until = None;
-    }
+    let until = if e[0].is_none() { None } else { until_running.or(until_any) };
     Slot { start: s.start, end: s.end, state: s.state, energy: Energy::from_array(e), until }
 }
 
@@ -328,7 +334,7 @@ mod tests {
             let grid = day_grid(d(day));
             assert_eq!(grid.len(), n);
             let readings = rising(7, &b, 1_000_000, |i| i as i64);
-            let e = intervals(&grid, &readings);
+            let e = intervals(&grid, &readings, &[MeterSpan::new(7, d("2025-01-01"), None)]);
             assert_eq!(e.len(), n);
             assert!(e.iter().enumerate().all(|(i, x)| x.total == Some(i as i64 + 1)), "{day}");
             assert!(e.iter().all(|x| x.vt.is_none() && x.nt.is_none()));
@@ -341,7 +347,8 @@ mod tests {
         let mut readings = rising(1, &b, 500, |_| 10);
         readings.remove(40); // the reading ending interval 40 (and starting interval 41)
         readings.retain(|r| r.2 < b[90]); // nothing after interval 89
-        let e = intervals(&b[1..], &readings);
+        let meter = [MeterSpan::new(1, d("2025-01-01"), None)];
+        let e = intervals(&b[1..], &readings, &meter);
         assert_eq!(e[38].total, Some(10));
         assert_eq!((e[39].total, e[40].total), (None, None));
         assert_eq!(e[41].total, Some(10));
@@ -350,7 +357,7 @@ mod tests {
         // A register going down is a gap too.
         let mut down = rising(1, &b[..3], 500, |_| 10);
         down[2].3 = 400;
-        assert_eq!(intervals(&b[1..3], &down)[1].total, None);
+        assert_eq!(intervals(&b[1..3], &down, &meter)[1].total, None);
     }
 
     fn found(entries: &[(i32, Lookup, DateTime<Utc>, i64)]) -> Found {
@@ -439,6 +446,46 @@ mod tests {
         assert!(s[0].is_gap(), "the 1st needs the old meter's midnight of the 2nd");
         // Day 10: old meter from midnight (missing) … ; day 11: new meter from its first reading to midnight (missing).
         assert!(s[10].is_gap());
+    }
+
+    #[test]
+    fn on_an_exchange_day_each_meter_counts_in_its_own_window() {
+        // Old meter removed on the 19th (inclusive), new one installed on the 20th; both report all day.
+        let day = View::Day(d("2026-11-20"));
+        let b = day.boundaries();
+        let old = MeterSpan::new(1, d("2025-01-01"), Some(d("2026-11-19")));
+        let new = MeterSpan::new(2, d("2026-11-20"), None);
+        let mut readings = rising(1, &b, 90_000, |_| 1000);
+        readings.extend(rising(2, &b, 0, |_| 10));
+        let e = intervals(&b[1..], &readings, &[old, new]);
+        assert!(e.iter().all(|x| x.total == Some(10)), "only the new meter on its first day");
+        let prev = View::Day(d("2026-11-19")).boundaries();
+        let mut readings = rising(1, &prev, 90_000, |_| 1000);
+        readings.extend(rising(2, &prev, 0, |_| 10));
+        let e = intervals(&prev[1..], &readings, &[old, new]);
+        assert!(e.iter().all(|x| x.total == Some(1000)), "only the old meter on its last day");
+    }
+
+    #[test]
+    fn a_running_month_with_an_exchange_counts_to_the_new_meters_latest_reading() {
+        let b = View::Month(d("2026-11-01")).boundaries();
+        let old = MeterSpan::new(1, d("2025-01-01"), Some(d("2026-11-01")));
+        let new = MeterSpan::new(2, d("2026-11-02"), None);
+        let now = t("2026-11-03T10:07:00Z");
+        let plan = Plan::new(&[b[0], b[30]], &[old, new], now);
+        let l = plan.lookups();
+        let (removal, install, latest) =
+            (Lookup::LastIn(b[0], b[1]), Lookup::FirstIn(b[1], b[1] + EDGE_SEARCH), Lookup::LastIn(b[1], now));
+        let want: BTreeSet<(i32, Lookup)> = [(1, Lookup::At(b[0])), (1, removal), (2, install), (2, latest)].into();
+        assert_eq!(l.into_iter().collect::<BTreeSet<_>>(), want);
+        let f = found(&[
+            (1, Lookup::At(b[0]), b[0], 1_000),
+            (1, removal, b[1], 1_500),
+            (2, install, b[1], 7),
+            (2, latest, t("2026-11-03T10:00:00Z"), 107),
+        ]);
+        let s = plan.evaluate(&f)[0];
+        assert_eq!((s.energy.total, s.until), (Some(600), Some(t("2026-11-03T10:00:00Z"))));
     }
 
     #[test]

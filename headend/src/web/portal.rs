@@ -22,7 +22,9 @@ use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use chrono_tz::Europe::Belgrade;
 use rust_decimal::Decimal;
 
-use super::portal_bills::{number, rsd};
+use super::portal_bills::{
+    file_part, here, local_day as date, local_time as date_time, month_label as month_name, number, rsd,
+};
 use super::{message_page, render, Chrome, Lang};
 use crate::api::household::{as_of, household_of};
 use crate::api::ApiError;
@@ -65,24 +67,6 @@ fn share(lang: Lang, part: Option<Decimal>, whole: Option<Decimal>) -> String {
     }
 }
 
-/// A local date: `20.11.2026.` (sr), `2026-11-20` (en).
-fn date(lang: Lang, d: NaiveDate) -> String {
-    match lang {
-        Lang::Sr => d.format("%d.%m.%Y.").to_string(),
-        Lang::En => d.format("%Y-%m-%d").to_string(),
-    }
-}
-
-/// The local date and time of an instant.
-fn date_time(lang: Lang, t: DateTime<Utc>) -> String {
-    format!("{} {}", date(lang, local_day(t)), t.with_timezone(&Belgrade).format("%H:%M"))
-}
-
-/// `novembar 2026` / `November 2026`.
-fn month_name(lang: Lang, first: NaiveDate) -> String {
-    format!("{} {}", lang.t(&format!("portal.month.{}", first.month())), first.year())
-}
-
 /// Chart data for `app.js`: x values and named series (kWh as decimal text, `null` for a gap).
 fn chart_json(lang: Lang, x: &[String], series: &[(&str, &str, Vec<Option<Decimal>>)], time: bool) -> String {
     let parts: Vec<String> = series
@@ -99,10 +83,6 @@ fn chart_json(lang: Lang, x: &[String], series: &[(&str, &str, Vec<Option<Decima
 
 // ---------------------------------------------------------------------------------------------
 // Which household
-
-fn here(uri: &Uri) -> String {
-    uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned())
-}
 
 /// An API error as a page: the same 404 for "not yours" and "not there".
 fn error_page(e: ApiError) -> Response {
@@ -663,11 +643,6 @@ fn attachment(content_type: &'static str, filename: &str, body: Vec<u8>) -> Resp
         .into_response()
 }
 
-/// Only letters, digits and `-` in a file name.
-fn file_part(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect()
-}
-
 async fn download_csv(State(s): State<AppState>, who: Principal, Query(q): Query<HashMap<String, String>>) -> Response {
     let (h, month, rows) = match download_month(&s, &who, &q).await {
         Ok(v) => v,
@@ -714,7 +689,6 @@ mod tests {
         assert_eq!(percent(Lang::Sr, Some("12.25".parse().unwrap())), "+12,3 %");
         assert_eq!(percent(Lang::En, Some("-3".parse().unwrap())), "-3.0 %");
         assert_eq!(share(Lang::En, Some(Decimal::ONE), Some(Decimal::from(4))), "25.0 %");
-        assert_eq!(date(Lang::Sr, "2026-11-02".parse().unwrap()), "02.11.2026.");
     }
 
     #[test]
@@ -728,10 +702,5 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&j).unwrap();
         assert_eq!(v["series"][0]["values"], serde_json::json!([1, null]));
         assert!(!j.contains('<'));
-    }
-
-    #[test]
-    fn file_names_keep_safe_characters() {
-        assert_eq!(file_part("H0001\"; x=y"), "H0001xy");
     }
 }

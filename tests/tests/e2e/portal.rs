@@ -1,11 +1,12 @@
 //! The household portal's consumption on the real database: 60 simulated meters publish ten local days
 //! around the October/November 2026 month boundary (the autumn DST day included), the register at the end
-//! of November, and two instants a year earlier. A household account then reads its consumption as JSON
-//! and as pages, and every number is checked against the simulator's model (not the database): 15-minute
-//! intervals of the 100-interval day, the days of a month and its gaps, the months of a year, the summary
-//! (month so far, VT/NT, zones from the tariff file, bill to date and projection billed with billing-core,
-//! last year, the building's median flat). The CSV and Green Button downloads parse and add up; another
-//! household's code answers 404 like a code that does not exist.
+//! of November, and two instants a year earlier. The household's meter is exchanged on 2 November (the
+//! inventory says so; both meters keep reporting, as the simulator does). The household account then reads
+//! its consumption as JSON and as pages, and every number is checked against the simulator's model (not
+//! the database): 15-minute intervals of the 100-interval day, the days of a month and its gaps, the months
+//! of a year, the summary (month so far across the exchange, VT/NT, zones from the tariff file, bill to date
+//! and projection billed with billing-core, last year, the building's median flat). The CSV and Green
+//! Button downloads parse and add up; another household's code answers 404 like a code that does not exist.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -27,7 +28,7 @@ const OCT_25: &str = "2026-10-24T22:00:00Z";
 const TO: &str = "2026-11-03T23:00:00Z";
 /// Single registers: local midnight of 1 December 2026, and of 1 and 3 November 2025.
 const INSTANTS: [&str; 3] = ["2026-11-30T23:00:00Z", "2025-10-31T23:00:00Z", "2025-11-02T23:00:00Z"];
-/// Local midnights of 1 November 2026, and of 3 November 2026 (the summary's instant: `date=2026-11-02`).
+/// Local midnights of 1, 2 (the meter exchange) and 3 November 2026 (the summary's instant: `date=2026-11-02`).
 const NOV_1: &str = "2026-10-31T23:00:00Z";
 const NOV_2: &str = "2026-11-01T23:00:00Z";
 const NOV_3: &str = "2026-11-02T23:00:00Z";
@@ -128,6 +129,29 @@ impl Http {
     }
 }
 
+/// The inventory with household `code`'s meter `old` removed on 1 November 2026 and meter `new` (taken from
+/// another flat of the same building, whose household then has no meter and leaves the inventory)
+/// installed for it on 2 November.
+fn exchange(csv: &str, old: &str, new: &str) -> String {
+    let row = |serial: &str| csv.lines().find(|l| l.contains(&format!(",{serial},"))).expect("meter row").to_owned();
+    // Building and household columns of the old meter's row, the meter columns of the new one.
+    let household = row(old).split_once(&format!(",{old},")).expect("serial").0.to_owned();
+    let meter_cols = row(new).split_once(&format!(",{new},")).expect("serial").1.to_owned();
+    let (head, _installed) = meter_cols.trim_end_matches(',').rsplit_once(',').expect("installed_on");
+    let mut out = String::new();
+    for l in csv.lines() {
+        if l.contains(&format!(",{old},")) {
+            out.push_str(&format!("{l}2026-11-01\n"));
+        } else if l.contains(&format!(",{new},")) {
+            out.push_str(&format!("{household},{new},{head},2026-11-02,\n"));
+        } else {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 #[test]
 fn a_household_sees_its_own_consumption_as_the_model_says() {
     let (seed, meters) = (42, 60);
@@ -140,9 +164,16 @@ fn a_household_sees_its_own_consumption_as_the_model_says() {
     let flat =
         flats.iter().map(|a| fleet.flat(&building, *a)).find(|f| f.installed_on <= cutoff).expect("an old meter");
     let other = fleet.flat(&building, if flat.apartment == flats[0] { flats[1] } else { flats[0] });
-    let (code, index) = (flat.household_code(), flat.meter);
+    // The new meter comes from the building's last flat in this fleet.
+    let donor = fleet.flat(&building, *flats.last().expect("flats"));
+    assert!(![flat.apartment, other.apartment].contains(&donor.apartment));
+    let (code, index, new_index) = (flat.household_code(), flat.meter, donor.meter);
+    let (old_serial, new_serial) = (meter_sim::serial(index), meter_sim::serial(new_index));
 
-    let mut p = Pipeline::new("portal", meters, seed, false).expect("pipeline");
+    let mut p = Pipeline::with_inventory("portal", meters, seed, false, &["--protocol", "mqtt"], |csv| {
+        exchange(&csv, &old_serial, &new_serial)
+    })
+    .expect("pipeline");
     let headend = p.start_headend().expect("head-end");
     let mut expected = p.publish(FROM, TO, &[]).expect("simulator")["readings"].as_i64().expect("readings");
     for at in INSTANTS {
@@ -160,6 +191,22 @@ fn a_household_sees_its_own_consumption_as_the_model_says() {
     let reg = |i: usize, t: &str| model.registers_at(i, ts(t)).expect("model");
     let total = |i: usize, a: &str, b: &str| reg(i, b).import_total() - reg(i, a).import_total();
     let at = |t: DateTime<Utc>| model.registers_at(index, t).expect("model");
+    // (total, VT, NT) Wh of the household over [a, b]: the old meter until the exchange (local midnight of
+    // 2 November), the new one after it.
+    let delta = |i: usize, a: &str, b: &str| {
+        let (x, y) = (reg(i, a), reg(i, b));
+        (y.import_total() - x.import_total(), y.import_vt - x.import_vt, y.import_nt - x.import_nt)
+    };
+    let own = |a: &str, b: &str| {
+        if ts(b) <= ts(NOV_2) {
+            delta(index, a, b)
+        } else if ts(a) >= ts(NOV_2) {
+            delta(new_index, a, b)
+        } else {
+            let (p, q) = (delta(index, a, NOV_2), delta(new_index, NOV_2, b));
+            (p.0 + q.0, p.1 + q.1, p.2 + q.2)
+        }
+    };
 
     // A day by 15 minutes: the autumn DST day has 100 intervals, each the model's register difference.
     let day = me.json(&format!("/api/v1/households/{code}/consumption?resolution=15min&date=2026-10-25"));
@@ -194,14 +241,16 @@ fn a_household_sees_its_own_consumption_as_the_model_says() {
     assert!(oct["total"]["kwh"].is_null(), "no register at the start of October");
     assert_eq!((oct["previous"].as_str(), oct["next"].as_str()), (Some("2026-09"), Some("2026-11")));
 
-    // November: days 1–3, then gaps; the month from its two registers.
+    // November: days 1–3 (the old meter on the 1st, the new one from the 2nd), then gaps; the month from
+    // the registers at its ends and at the exchange.
     let nov = me.json(&format!("/api/v1/households/{code}/consumption?resolution=day&date=2026-11"));
     let points = nov["points"].as_array().expect("points");
     assert_eq!(points.len(), 30);
-    assert_eq!(num(&points[0]["kwh"]), Some(kwh(total(index, NOV_1, NOV_2))));
-    assert_eq!(num(&points[2]["kwh"]), Some(kwh(total(index, NOV_3, TO))));
+    assert_eq!(num(&points[0]["kwh"]), Some(kwh(own(NOV_1, NOV_2).0)));
+    assert_eq!(num(&points[1]["kwh"]), Some(kwh(own(NOV_2, NOV_3).0)));
+    assert_eq!(num(&points[2]["vt_kwh"]), Some(kwh(own(NOV_3, TO).1)));
     assert!(points[3]["kwh"].is_null());
-    let nov_wh = total(index, NOV_1, INSTANTS[0]);
+    let nov_wh = own(NOV_1, INSTANTS[0]).0;
     assert_eq!(num(&nov["total"]["kwh"]), Some(kwh(nov_wh)));
 
     // The months of 2026: November is known from its boundary registers, the others are gaps.
@@ -215,11 +264,10 @@ fn a_household_sees_its_own_consumption_as_the_model_says() {
     // The summary as of the end of 2 November.
     let s = me.json(&format!("/api/v1/households/{code}/summary?date=2026-11-02"));
     assert_eq!(s["as_of"], NOV_3);
-    assert_eq!(num(&s["today"]["kwh"]), Some(kwh(total(index, NOV_2, NOV_3))));
-    assert_eq!(num(&s["yesterday"]["kwh"]), Some(kwh(total(index, NOV_1, NOV_2))));
-    let (a, b) = (reg(index, NOV_1), reg(index, NOV_3));
-    let (vt, nt) = (b.import_vt - a.import_vt, b.import_nt - a.import_nt);
-    assert_eq!(num(&s["month"]["kwh"]), Some(kwh(b.import_total() - a.import_total())));
+    assert_eq!(num(&s["today"]["kwh"]), Some(kwh(own(NOV_2, NOV_3).0)));
+    assert_eq!(num(&s["yesterday"]["kwh"]), Some(kwh(own(NOV_1, NOV_2).0)));
+    let (month_wh, vt, nt) = own(NOV_1, NOV_3);
+    assert_eq!(num(&s["month"]["kwh"]), Some(kwh(month_wh)));
     assert_eq!((num(&s["month"]["vt_kwh"]), num(&s["month"]["nt_kwh"])), (Some(kwh(vt)), Some(kwh(nt))));
     assert_eq!(s["month"]["until"], NOV_3);
     // Zones from the tariff file (November has 30 days: the file's limits), consumption VT + NT.
@@ -247,11 +295,15 @@ fn a_household_sees_its_own_consumption_as_the_model_says() {
     // Last year over the same local span, and the building's median flat.
     let ly = total(index, INSTANTS[1], INSTANTS[2]);
     assert_eq!(num(&s["last_year"]["kwh"]), Some(kwh(ly)));
-    let own = total(index, NOV_1, NOV_3);
-    let values: Vec<i64> = flats.iter().map(|a| total(fleet.flat(&building, *a).meter, NOV_1, NOV_3)).collect();
-    assert_eq!(s["building"]["households"], flats.len());
+    // The median leaves out this household (its meters were not in service all along) and the donor flat.
+    let values: Vec<i64> = flats
+        .iter()
+        .filter(|a| ![flat.apartment, donor.apartment].contains(a))
+        .map(|a| total(fleet.flat(&building, *a).meter, NOV_1, NOV_3))
+        .collect();
+    assert_eq!(s["building"]["households"], values.len());
     assert_eq!(num(&s["building"]["median_kwh"]), Some(kwh(median(values))));
-    assert_eq!(num(&s["building"]["own_kwh"]), Some(kwh(own)));
+    assert_eq!(num(&s["building"]["own_kwh"]), Some(kwh(month_wh)));
 
     // Operators see any household (support desk); another household's code is the same 404 as a missing one.
     assert_eq!(operator.json(&format!("/api/v1/households/{code}/summary?date=2026-11-02")), s);
@@ -272,13 +324,13 @@ fn a_household_sees_its_own_consumption_as_the_model_says() {
     // The pages: the numbers are in the HTML (Serbian by default, English on request).
     let (status, _, page) = me.get(&format!("/portal?household={code}&date=2026-11-02"), &[]);
     assert_eq!(status, 200, "{page}");
-    for n in [sr(kwh(own), 3), sr(kwh(vt), 3), sr(to_date, 2), sr(projected, 2), sr(kwh(ly), 3)] {
+    for n in [sr(kwh(month_wh), 3), sr(kwh(vt), 3), sr(to_date, 2), sr(projected, 2), sr(kwh(ly), 3)] {
         assert!(page.contains(&n), "overview shows {n}");
     }
     assert!(page.contains("data-chart=\"today-chart\"") && page.contains("/assets/app.js"));
     let (status, _, page) = me.get("/portal?date=2026-11-02", &[("Accept-Language", "en")]);
     assert_eq!(status, 200, "the account's own household without ?household=");
-    assert!(page.contains(&kwh(own).to_string()) && page.contains("Consumption overview"));
+    assert!(page.contains(&kwh(month_wh).to_string()) && page.contains("Consumption overview"));
     let (status, _, page) = me.get(&format!("/portal/usage?household={code}&view=day&date=2026-10-25"), &[]);
     assert_eq!(status, 200);
     assert_eq!(page.matches("<tr><td>").count(), 100, "a table row per interval");
@@ -321,7 +373,7 @@ fn a_household_sees_its_own_consumption_as_the_model_says() {
         lines[1..].iter().map(|l| l.split(',').collect::<Vec<_>>()).filter(|f| f[5] == "actual").collect();
     assert_eq!(actual.len(), 3 * 96, "1–3 November");
     let sum: Decimal = actual.iter().map(|f| Decimal::from_str(f[2]).expect("kWh")).sum();
-    assert_eq!(sum, kwh(total(index, NOV_1, TO)));
+    assert_eq!(sum, kwh(own(NOV_1, TO).0), "the old meter on the 1st, the new one after");
     assert_eq!(lines[1].split(',').take(2).collect::<Vec<_>>(), ["2026-11-01T00:00:00+01:00", "2026-10-31T23:15:00Z"]);
 
     // Green Button of October: well-formed, the readings of the published intervals, in Wh.
