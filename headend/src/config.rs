@@ -244,10 +244,14 @@ pub struct AuthConfig {
     pub lockout: Duration,
     /// Login and activation attempts per client address per minute (each replica counts its own).
     pub attempts_per_minute: u32,
-    /// Take the client address from this header (e.g. `x-forwarded-for`, its first entry) — only
+    /// Take the client address from this header (e.g. `x-forwarded-for`, its last entry: the one our proxy added) — only
     /// behind a proxy that sets it. Unset: the TCP peer address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ip_header: Option<String>,
+    /// Origins (`https://portal.example.rs`) whose forms may post here besides this server's own
+    /// `Host`: needed behind a proxy that rewrites `Host`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub public_origins: Vec<String>,
     /// How long an activation code (invitation) stays valid.
     #[serde(with = "humantime_serde")]
     pub invite_valid: Duration,
@@ -265,6 +269,7 @@ impl Default for AuthConfig {
             lockout: Duration::from_secs(15 * 60),
             attempts_per_minute: 20,
             client_ip_header: None,
+            public_origins: Vec::new(),
             invite_valid: Duration::from_secs(30 * 86_400),
             min_password_len: 10,
         }

@@ -135,6 +135,7 @@ async fn account(cfg: &HeadendConfig, command: AccountCommand) -> anyhow::Result
             let role = Role::parse(&role).context("role")?;
             anyhow::ensure!(household.is_empty() || role == Role::Household, "--household is for household accounts");
             let password = if password_stdin { Some(read_password()?) } else { None };
+            store::check_households(&c, &household).await?;
             store::create_account(&c, &username, role, password.as_deref(), min).await?;
             for h in &household {
                 store::link_household(&c, &username, h).await?;
@@ -343,8 +344,13 @@ enum InventoryCommand {
 }
 
 fn init_logs(cfg: &HeadendConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    // tokio-postgres logs statement parameters at debug level: password hashes, CSRF tokens. Never
+    // below info, whatever RUST_LOG asks for.
+    if let Ok(d) = "tokio_postgres=info".parse() {
+        filter = filter.add_directive(d);
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cfg.log.format {
         LogFormat::Json => builder.json().init(),

@@ -30,7 +30,8 @@ pub struct BadUrl(String);
 
 /// Broker options from an `mqtt://` URL and the configuration.
 pub fn options(cfg: &MqttConfig) -> Result<MqttOptions, BadUrl> {
-    let bad = || BadUrl(cfg.url.clone());
+    // The URL may carry the broker password: the error (which is logged) shows it masked.
+    let bad = || BadUrl(crate::config::redact_url(&cfg.url));
     let rest = cfg.url.strip_prefix("mqtt://").or_else(|| cfg.url.strip_prefix("tcp://")).ok_or_else(bad)?;
     let rest = rest.trim_end_matches('/');
     let (creds, hostport) = match rest.rsplit_once('@') {

@@ -136,18 +136,7 @@ async fn create_account(
         return Err(ApiError::bad("households: at most 100"));
     }
     let client = s.pool.get().await.map_err(ApiError::unavailable)?;
-    // Every household must exist before the account is made: a refusal after it would leave a
-    // half-made account that the admin's corrected request then collides with (409).
-    let known: Vec<String> = client
-        .query("SELECT code FROM households WHERE code = ANY($1)", &[&req.households])
-        .await
-        .map_err(ApiError::unavailable)?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    if let Some(missing) = req.households.iter().find(|h| !known.contains(h)) {
-        return Err(ApiError::not_found(format!("no household {missing} in the inventory")));
-    }
+    store::check_households(&client, &req.households).await?;
     store::create_account(&client, &req.username, req.role, None, s.auth_cfg.min_password_len).await?;
     for h in &req.households {
         store::link_household(&client, &req.username, h).await?;

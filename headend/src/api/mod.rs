@@ -11,6 +11,7 @@ mod error;
 pub mod fleet;
 pub mod household;
 pub mod meters;
+pub mod ops;
 
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -59,6 +60,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(meters::routes())
         .merge(fleet::routes())
         .merge(accounts::routes())
+        .merge(ops::routes())
         .merge(bills::routes())
         .merge(household::routes())
 }
@@ -73,7 +75,7 @@ pub async fn visible_meter(c: &tokio_postgres::Client, who: &Principal, serial: 
     .await
     .map_err(ApiError::unavailable)?
     .map(|r| r.get(0))
-    .ok_or_else(|| ApiError::not_found(format!("no meter {serial}")))
+    .ok_or_else(|| ApiError::not_found("no such meter"))
 }
 
 /// The inventory id of household `code` if `who` may see it, else 404 (as for a missing one).
@@ -85,5 +87,5 @@ pub async fn visible_household(c: &tokio_postgres::Client, who: &Principal, code
     .await
     .map_err(ApiError::unavailable)?
     .map(|r| r.get(0))
-    .ok_or_else(|| ApiError::not_found(format!("no household {code}")))
+    .ok_or_else(|| ApiError::not_found("no such household"))
 }

@@ -114,7 +114,7 @@ impl Principal {
 #[derive(Debug, Clone, Default)]
 pub struct Auth(pub Option<Principal>);
 
-/// Where a request comes from: the TCP peer, or the configured proxy header's first entry.
+/// Where a request comes from: the TCP peer, or the configured proxy header's last entry.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub Option<IpAddr>);
 
@@ -257,11 +257,15 @@ fn bearer(req: &Request) -> Option<String> {
 }
 
 /// Whether an unsafe request's `Origin` (or, without it, `Sec-Fetch-Site`) says it comes from
-/// another site. Requests without either (curl, old browsers) pass this check and still need the
-/// CSRF token.
-fn cross_site(req: &Request) -> bool {
+/// another site: an origin is ours when its host is the request's `Host` or it is one of
+/// `auth.public_origins`. Requests without either header (curl, old browsers) pass this check and
+/// still need the CSRF token.
+fn cross_site(req: &Request, public_origins: &[String]) -> bool {
     let h = req.headers();
     if let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        if public_origins.iter().any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
+            return false;
+        }
         let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
         let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
         return origin == "null" || !origin_host.eq_ignore_ascii_case(host);
@@ -325,6 +329,15 @@ fn pre_login_form(path: &str) -> bool {
 /// The middleware: resolves the principal, enforces CSRF on state-changing browser requests, and
 /// records the client address. See the module documentation.
 pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    // Public reads that never need the principal: no session look-up for each stylesheet, script
+    // and probe (a browser sends the cookie with every one of them).
+    let path = req.uri().path();
+    if matches!(*req.method(), Method::GET | Method::HEAD)
+        && (matches!(path, "/livez" | "/readyz" | "/metrics") || path.starts_with("/assets/"))
+    {
+        req.extensions_mut().insert(Auth(None));
+        return next.run(req).await;
+    }
     let api = is_api(req.uri().path());
     let addr = client_addr(&s, &req);
     req.extensions_mut().insert(ClientAddr(addr));
@@ -377,7 +390,7 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
                 crate::web::message_page(StatusCode::FORBIDDEN, "403", why)
             }
         };
-        if cross_site(&req) {
+        if cross_site(&req, &s.auth_cfg.public_origins) {
             return refuse("cross-site request refused");
         }
         // Only a value this server could have made (43 characters); a short one set by someone

@@ -155,6 +155,21 @@ pub async fn set_password(c: &Client, username: &str, password: &str, min: usize
     audit(c, Some(id), Some(username), "password_set", None, None).await
 }
 
+/// Fails unless every household code is in the inventory. Called before an account is made, so that
+/// a typo does not leave a half-made account that the corrected request then collides with (409).
+pub async fn check_households(c: &Client, codes: &[String]) -> Result<(), AuthError> {
+    let known: Vec<String> = c
+        .query("SELECT code FROM households WHERE code = ANY($1)", &[&codes])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    match codes.iter().find(|h| !known.contains(h)) {
+        Some(missing) => Err(AuthError::NotFound(format!("no household {missing} in the inventory"))),
+        None => Ok(()),
+    }
+}
+
 /// Gives a household account access to a household (by its inventory code).
 pub async fn link_household(c: &Client, username: &str, household: &str) -> Result<(), AuthError> {
     let n = c
