@@ -20,6 +20,7 @@ use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use chrono_tz::Europe::Belgrade;
+use deadpool_postgres::Client;
 use rust_decimal::Decimal;
 
 use super::portal_bills::{
@@ -31,7 +32,9 @@ use crate::api::ApiError;
 use crate::auth::{urlencode, Principal};
 use crate::household::calendar::{local_day, View, ViewKind};
 use crate::household::cost::ZoneProgress;
-use crate::household::{self, export, ConsumptionReport, Household, PeriodUse, State as SlotState, Summary};
+use crate::household::{
+    self, export, ConsumptionReport, Household, HouseholdError, PeriodUse, State as SlotState, Summary,
+};
 use crate::http::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -97,13 +100,22 @@ fn error_page(e: ApiError) -> Response {
 
 /// The household of a page, or the response to give instead: staff without `?household=` are sent to
 /// the overview's form.
-async fn chosen(s: &AppState, who: &Principal, q: &HashMap<String, String>) -> Result<Household, Response> {
+async fn chosen(s: &AppState, who: &Principal, q: &HashMap<String, String>) -> Result<(Client, Household), Response> {
     let code = q.get("household").map(|c| c.trim()).filter(|c| !c.is_empty());
     if code.is_none() && who.sees_all() {
         return Err(Redirect::to("/portal").into_response());
     }
     let client = s.pool.get().await.map_err(|e| error_page(ApiError::unavailable(e)))?;
-    household_of(&client, who, code).await.map_err(error_page)
+    let h = household_of(&client, who, code).await.map_err(error_page)?;
+    Ok((client, h))
+}
+
+/// The page's answer: rendered, or the error page.
+fn page_or_error<T: Template>(page: Result<T, HouseholdError>) -> Response {
+    match page {
+        Ok(p) => render(&p),
+        Err(e) => error_page(e.into()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -386,21 +398,16 @@ async fn overview(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let chrome = Chrome::new(lang, Some(&who), &here(&uri), "portal.overview.title");
-    let code = q.get("household").map(|c| c.trim()).filter(|c| !c.is_empty());
-    if code.is_none() && who.sees_all() {
+    if q.get("household").is_none_or(|c| c.trim().is_empty()) && who.sees_all() {
         return render(&OverviewPage { chrome, tab: "overview", hh: String::new(), v: None });
     }
     let at = match as_of(q.get("date"), Utc::now()) {
         Ok(t) => t,
         Err(e) => return error_page(e),
     };
-    let client = match s.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return error_page(ApiError::unavailable(e)),
-    };
-    let h = match household_of(&client, &who, code).await {
-        Ok(h) => h,
-        Err(e) => return error_page(e),
+    let (client, h) = match chosen(&s, &who, &q).await {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     let today = local_day(at - chrono::Duration::seconds(1));
     let yesterday = today.pred_opt().unwrap_or(today);
@@ -409,15 +416,12 @@ async fn overview(
         household::consumption(&**client, &h, View::Day(today), at),
         household::consumption(&**client, &h, View::Day(yesterday), at),
     );
-    match result {
-        Ok((summary, t, y)) => render(&OverviewPage {
-            chrome,
-            tab: "overview",
-            hh: h.code.clone(),
-            v: Some(overview_of(lang, &summary, &t, &y)),
-        }),
-        Err(e) => error_page(e.into()),
-    }
+    page_or_error(result.map(|(summary, t, y)| OverviewPage {
+        chrome,
+        tab: "overview",
+        hh: h.code.clone(),
+        v: Some(overview_of(lang, &summary, &t, &y)),
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -544,23 +548,17 @@ async fn usage(
         Ok(v) => v,
         Err(e) => return error_page(ApiError::bad(e.to_string())),
     };
-    let h = match chosen(&s, &who, &q).await {
-        Ok(h) => h,
+    let (client, h) = match chosen(&s, &who, &q).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
-    let report = match s.pool.get().await {
-        Ok(c) => household::consumption(&**c, &h, view, now).await.map_err(ApiError::from),
-        Err(e) => Err(ApiError::unavailable(e)),
-    };
-    match report {
-        Ok(r) => render(&UsagePage {
-            chrome: Chrome::new(lang, Some(&who), &here(&uri), "portal.usage.title"),
-            tab: "usage",
-            v: usage_view(lang, &h.code, view, &r),
-            hh: h.code,
-        }),
-        Err(e) => error_page(e),
-    }
+    let report = household::consumption(&**client, &h, view, now).await;
+    page_or_error(report.map(|r| UsagePage {
+        chrome: Chrome::new(lang, Some(&who), &here(&uri), "portal.usage.title"),
+        tab: "usage",
+        v: usage_view(lang, &h.code, view, &r),
+        hh: h.code.clone(),
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -593,8 +591,8 @@ async fn downloads(
     uri: Uri,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let h = match chosen(&s, &who, &q).await {
-        Ok(h) => h,
+    let (_, h) = match chosen(&s, &who, &q).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     let today = local_day(Utc::now());
@@ -629,8 +627,7 @@ async fn download_month(
         Ok(View::Month(m)) => m,
         _ => return Err(error_page(ApiError::bad("month: expected a month such as 2026-11"))),
     };
-    let h = chosen(s, who, q).await?;
-    let client = s.pool.get().await.map_err(|e| error_page(ApiError::unavailable(e)))?;
+    let (client, h) = chosen(s, who, q).await?;
     let rows = household::month_intervals(&**client, &h, month, Utc::now()).await.map_err(|e| error_page(e.into()))?;
     Ok((h, month, rows))
 }
