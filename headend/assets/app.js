@@ -27,9 +27,19 @@
       });
       cols.push(s.values);
     });
+    var isTime = data.time !== false;
+    series[0] = isTime
+      ? { label: el.getAttribute("data-xlabel") || "", value: "{YYYY}-{MM}-{DD} {HH}:{mm}" }
+      : { label: el.getAttribute("data-xlabel") || "" };
     var opts = {
       width: Math.max(280, el.clientWidth), height: 260, series: series,
-      scales: { x: { time: data.time !== false } },
+      // Times are shown in Europe/Belgrade whatever the browser's own time zone is.
+      tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Europe/Belgrade"); },
+      scales: {
+        x: { time: isTime },
+        // Bars start at zero: a short bar must look short.
+        y: kind === "bars" ? { range: function (u, min, max) { return [Math.min(0, min), max > 0 ? max * 1.08 : 1]; } } : {}
+      },
       axes: [{}, { label: unit, size: 60 }],
       legend: { live: true }
     };
