@@ -83,6 +83,14 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration { version: 6, name: "collection", sql: Sql::Common(include_str!("../migrations/0006_collection.sql")) },
     Migration { version: 7, name: "accounts", sql: Sql::Common(include_str!("../migrations/0007_accounts.sql")) },
+    Migration {
+        version: 8,
+        name: "ops",
+        sql: Sql::PerStorage {
+            timescale: include_str!("../migrations/0008_ops.timescale.sql"),
+            plain: include_str!("../migrations/0008_ops.plain.sql"),
+        },
+    },
 ];
 
 #[cfg(test)]
