@@ -282,8 +282,24 @@ async fn run_command(
     let who = operator.0;
     let serial = MeterSerial::new(serial).map_err(|e| ApiError::bad(e.to_string()))?;
     let req: CommandRequest = serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("body: {e}")))?;
-    let note = req.note.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
-    if note.as_ref().is_some_and(|n| n.len() > 200) {
+    let out = execute_command(&s, &who, &serial, req.command, req.note).await?;
+    let status = if out.outcome == "done" { StatusCode::OK } else { StatusCode::BAD_GATEWAY };
+    Ok((status, Json(out)).into_response())
+}
+
+/// Runs `command` on DLMS meter `serial` for operator `who`, in its own session: recorded in the audit
+/// trail (`meter_commands`, with the account and `note`) before it runs, completed with the outcome
+/// (`done` when the meter confirmed, `failed` when it did not). The API and the operator's meter page
+/// both come here.
+pub async fn execute_command(
+    s: &AppState,
+    who: &Principal,
+    serial: &MeterSerial,
+    command: MeterCommand,
+    note: Option<String>,
+) -> Result<CommandOutcome, ApiError> {
+    let note = note.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+    if note.as_ref().is_some_and(|n| n.chars().count() > 200) {
         return Err(ApiError::bad("note: at most 200 characters"));
     }
     let Some(commander) = s.commander.clone() else {
@@ -316,16 +332,16 @@ async fn run_command(
         .query_one(
             "INSERT INTO meter_commands (meter_id, command, requested_by, account_id, note)
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            &[&target.meter_id, &req.command.as_str(), &who.username, &who.account_id, &note],
+            &[&target.meter_id, &command.as_str(), &who.username, &who.account_id, &note],
         )
         .await
         .map_err(ApiError::unavailable)?
         .get(0);
-    tracing::info!(meter = %serial, command = req.command.as_str(), account = %who.username, id, "operator command");
-    let result = commander.execute(&target, req.command).await;
-    let (outcome, detail, status) = match &result {
-        Ok(d) => ("done", d.clone(), StatusCode::OK),
-        Err(e) => ("failed", e.to_string(), StatusCode::BAD_GATEWAY),
+    tracing::info!(meter = %serial, command = command.as_str(), account = %who.username, id, "operator command");
+    let result = commander.execute(&target, command).await;
+    let (outcome, detail) = match &result {
+        Ok(d) => ("done", d.clone()),
+        Err(e) => ("failed", e.to_string()),
     };
     client
         .execute(
@@ -334,8 +350,7 @@ async fn run_command(
         )
         .await
         .map_err(ApiError::unavailable)?;
-    let out = CommandOutcome { id, meter: serial.to_string(), command: req.command, outcome: outcome.into(), detail };
-    Ok((status, Json(out)).into_response())
+    Ok(CommandOutcome { id, meter: serial.to_string(), command, outcome: outcome.into(), detail })
 }
 
 /// The meter's command audit trail, newest first (at most 1,000).

@@ -35,44 +35,73 @@ pub struct ReadRate {
 
 /// The read rate of a local day.
 pub async fn read_rate(client: &impl GenericClient, day: NaiveDate) -> Result<ReadRate, tokio_postgres::Error> {
-    let row = client
-        .query_one(
-            "WITH fleet AS (
-                 SELECT count(*) AS meters FROM meters
-                 WHERE installed_on <= $1 AND (removed_on IS NULL OR removed_on > $1)
+    let mut days = read_rates(client, day, day).await?;
+    Ok(days.pop().unwrap_or_else(|| ReadRate::of(day, 0, 0, 0, [0; 4])))
+}
+
+/// The read rate of every local day in `from..=to`, oldest first, in one statement: the fleet of
+/// each day from the inventory's installations and removals in the span (a meter counts from its
+/// installation day, or `from`, until its removal day), the ledger's rows of the span grouped by day.
+pub async fn read_rates(
+    client: &impl GenericClient,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<ReadRate>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "WITH days AS (
+                 SELECT d::date AS day FROM generate_series($1::date, $2::date, interval '1 day') AS d
+             ), changes AS MATERIALIZED (
+                 SELECT GREATEST(installed_on, $1::date) AS day, count(*) AS delta FROM meters
+                 WHERE installed_on <= $2 AND (removed_on IS NULL OR removed_on > $1) GROUP BY 1
+                 UNION ALL
+                 SELECT removed_on, -count(*) FROM meters WHERE removed_on > $1 AND removed_on <= $2 GROUP BY 1
              ), l AS (
-                 SELECT count(*) FILTER (WHERE received >= expected) AS complete,
+                 SELECT day,
+                        count(*) FILTER (WHERE received >= expected) AS complete,
                         COALESCE(sum(LEAST(received, expected)), 0)::bigint AS received,
                         COALESCE(sum(LEAST(within_1h, expected)), 0)::bigint AS h1,
                         COALESCE(sum(LEAST(within_24h, expected)), 0)::bigint AS h24,
                         COALESCE(sum(LEAST(within_72h, expected)), 0)::bigint AS h72
-                 FROM read_ledger WHERE day = $1
+                 FROM read_ledger WHERE day BETWEEN $1 AND $2 GROUP BY day
+             ), fleet AS (
+                 SELECT d.day, COALESCE((SELECT sum(c.delta) FROM changes c WHERE c.day <= d.day), 0)::bigint AS meters
+                 FROM days d
              )
-             SELECT fleet.meters, l.complete, fleet.meters * headend_intervals_in_day($1), l.received, l.h1, l.h24, l.h72
-             FROM fleet, l",
-            &[&day],
+             SELECT f.day, f.meters, COALESCE(l.complete, 0), f.meters * headend_intervals_in_day(f.day),
+                    COALESCE(l.received, 0), COALESCE(l.h1, 0), COALESCE(l.h24, 0), COALESCE(l.h72, 0)
+             FROM fleet f LEFT JOIN l ON l.day = f.day
+             ORDER BY f.day",
+            &[&from, &to],
         )
         .await?;
-    let meters: i64 = row.get(0);
-    let expected: i64 = row.get::<_, Option<i64>>(2).unwrap_or(0);
-    let ratio = |n: i64, d: i64| if d > 0 { n as f64 / d as f64 } else { 0.0 };
-    let (complete, received, h1, h24, h72): (i64, i64, i64, i64, i64) =
-        (row.get(1), row.get(3), row.get(4), row.get(5), row.get(6));
-    Ok(ReadRate {
-        day,
-        meters,
-        complete,
-        expected_intervals: expected,
-        received,
-        within_1h: h1,
-        within_24h: h24,
-        within_72h: h72,
-        complete_ratio: ratio(complete, meters),
-        received_ratio: ratio(received, expected),
-        within_1h_ratio: ratio(h1, expected),
-        within_24h_ratio: ratio(h24, expected),
-        within_72h_ratio: ratio(h72, expected),
-    })
+    Ok(rows
+        .iter()
+        .map(|r| ReadRate::of(r.get(0), r.get(1), r.get(2), r.get(3), [r.get(4), r.get(5), r.get(6), r.get(7)]))
+        .collect())
+}
+
+impl ReadRate {
+    /// A day's figures with their ratios: `received` is `[received, within 1 h, 24 h, 72 h]`.
+    fn of(day: NaiveDate, meters: i64, complete: i64, expected: i64, received: [i64; 4]) -> ReadRate {
+        let ratio = |n: i64, d: i64| if d > 0 { n as f64 / d as f64 } else { 0.0 };
+        let [received, h1, h24, h72] = received;
+        ReadRate {
+            day,
+            meters,
+            complete,
+            expected_intervals: expected,
+            received,
+            within_1h: h1,
+            within_24h: h24,
+            within_72h: h72,
+            complete_ratio: ratio(complete, meters),
+            received_ratio: ratio(received, expected),
+            within_1h_ratio: ratio(h1, expected),
+            within_24h_ratio: ratio(h24, expected),
+            within_72h_ratio: ratio(h72, expected),
+        }
+    }
 }
 
 /// Interval ends of the load-profile channel missing for one meter in local days `from..=to`
