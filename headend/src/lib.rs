@@ -17,6 +17,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod modbus;
 pub mod mqtt;
+pub mod ops;
 pub mod web;
 pub mod writer;
 
