@@ -10,6 +10,7 @@
 pub mod assets;
 pub mod i18n;
 pub mod login;
+pub mod ops;
 pub mod portal;
 pub mod portal_bills;
 
@@ -25,7 +26,12 @@ use crate::http::AppState;
 
 /// Every page route.
 pub fn routes() -> Router<AppState> {
-    Router::new().merge(login::routes()).merge(assets::routes()).merge(portal_bills::routes()).merge(portal::routes())
+    Router::new()
+        .merge(login::routes())
+        .merge(assets::routes())
+        .merge(ops::routes())
+        .merge(portal_bills::routes())
+        .merge(portal::routes())
 }
 
 /// One entry of the navigation bar.
