@@ -8,6 +8,7 @@ mod harness;
 mod ingest;
 mod modbus;
 mod model;
+mod ops;
 mod pipeline;
 mod portal;
 mod portal_bills;
