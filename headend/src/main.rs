@@ -134,22 +134,21 @@ async fn account(cfg: &HeadendConfig, command: AccountCommand) -> anyhow::Result
         AccountCommand::Create { username, role, household, password_stdin } => {
             let role = Role::parse(&role).context("role")?;
             anyhow::ensure!(household.is_empty() || role == Role::Household, "--household is for household accounts");
-            let password = if password_stdin { Some(read_password()?) } else { None };
-            store::check_households(&c, &household).await?;
-            store::create_account(&c, &username, role, password.as_deref(), min).await?;
-            for h in &household {
-                store::link_household(&c, &username, h).await?;
-            }
-            if password.is_none() {
+            if password_stdin {
+                let password = read_password()?;
+                store::check_households(&c, &household).await?;
+                store::create_account(&c, &username, role, Some(&password), min).await?;
+                for h in &household {
+                    store::link_household(&c, &username, h).await?;
+                }
+                println!("{}", serde_json::json!({"username": username, "role": role, "active": true}));
+            } else {
                 let code =
-                    store::create_invite(&c, &InviteFor::Account(username.clone()), "cli", cfg.auth.invite_valid)
-                        .await?;
+                    store::create_pending(&c, &username, role, &household, "cli", min, cfg.auth.invite_valid).await?;
                 println!(
                     "{}",
                     serde_json::json!({"username": username, "role": role, "activation_code": code, "expires_in_days": days})
                 );
-            } else {
-                println!("{}", serde_json::json!({"username": username, "role": role, "active": true}));
             }
         }
         AccountCommand::Password { username } => {

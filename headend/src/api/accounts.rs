@@ -129,25 +129,10 @@ async fn create_account(
     Json(req): Json<NewAccount>,
 ) -> Result<Response, ApiError> {
     let who = admin.0;
-    if req.role != Role::Household && !req.households.is_empty() {
-        return Err(ApiError::bad("households: only for household accounts"));
-    }
-    if req.households.len() > 100 {
-        return Err(ApiError::bad("households: at most 100"));
-    }
     let client = s.pool.get().await.map_err(ApiError::unavailable)?;
-    store::check_households(&client, &req.households).await?;
-    store::create_account(&client, &req.username, req.role, None, s.auth_cfg.min_password_len).await?;
-    for h in &req.households {
-        store::link_household(&client, &req.username, h).await?;
-    }
-    let code = store::create_invite(
-        &client,
-        &InviteFor::Account(req.username.clone()),
-        &who.username,
-        s.auth_cfg.invite_valid,
-    )
-    .await?;
+    let (min, valid) = (s.auth_cfg.min_password_len, s.auth_cfg.invite_valid);
+    let code =
+        store::create_pending(&client, &req.username, req.role, &req.households, &who.username, min, valid).await?;
     let body = Activation {
         username: Some(req.username),
         household: None,

@@ -170,6 +170,35 @@ pub async fn check_households(c: &Client, codes: &[String]) -> Result<(), AuthEr
     }
 }
 
+/// An account made by an admin (API, ops page or CLI), waiting for its person to set a password
+/// with the returned one-time activation code. The rules are checked before anything is written:
+/// households only for household accounts (and at least one), at most 100, each in the inventory.
+pub async fn create_pending(
+    c: &Client,
+    username: &str,
+    role: Role,
+    households: &[String],
+    created_by: &str,
+    min_password_len: usize,
+    valid: Duration,
+) -> Result<String, AuthError> {
+    if role != Role::Household && !households.is_empty() {
+        return Err(AuthError::Invalid("households: only for household accounts".into()));
+    }
+    if role == Role::Household && households.is_empty() {
+        return Err(AuthError::Invalid("households: a household account needs at least one household code".into()));
+    }
+    if households.len() > 100 {
+        return Err(AuthError::Invalid("households: at most 100".into()));
+    }
+    check_households(c, households).await?;
+    create_account(c, username, role, None, min_password_len).await?;
+    for h in households {
+        link_household(c, username, h).await?;
+    }
+    create_invite(c, &InviteFor::Account(username.to_owned()), created_by, valid).await
+}
+
 /// Gives a household account access to a household (by its inventory code).
 pub async fn link_household(c: &Client, username: &str, household: &str) -> Result<(), AuthError> {
     let n = c

@@ -1368,33 +1368,9 @@ async fn create_with_code(s: &AppState, who: &Principal, f: &NewAccountForm) -> 
         .filter(|h| !h.is_empty())
         .map(str::to_owned)
         .collect();
-    if role != Role::Household && !households.is_empty() {
-        return Err(ApiError::bad("households: only for household accounts"));
-    }
-    if role == Role::Household && households.is_empty() {
-        return Err(ApiError::bad("households: a household account needs at least one household code"));
-    }
-    if households.len() > 100 {
-        return Err(ApiError::bad("households: at most 100"));
-    }
     let client = s.pool.get().await.map_err(ApiError::unavailable)?;
-    let known: Vec<String> = client
-        .query("SELECT code FROM households WHERE code = ANY($1)", &[&households])
-        .await
-        .map_err(ApiError::unavailable)?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    if let Some(missing) = households.iter().find(|h| !known.contains(h)) {
-        return Err(ApiError::not_found(format!("no household {missing} in the inventory")));
-    }
-    store::create_account(&client, &username, role, None, s.auth_cfg.min_password_len).await?;
-    for h in &households {
-        store::link_household(&client, &username, h).await?;
-    }
-    let code =
-        store::create_invite(&client, &InviteFor::Account(username.clone()), &who.username, s.auth_cfg.invite_valid)
-            .await?;
+    let (min, valid) = (s.auth_cfg.min_password_len, s.auth_cfg.invite_valid);
+    let code = store::create_pending(&client, &username, role, &households, &who.username, min, valid).await?;
     tracing::info!(account = %username, role = role.as_str(), by = %who.username, "account created on the ops page");
     Ok(Issued { whom: username, code, days: s.auth_cfg.invite_valid.as_secs() / 86_400 })
 }
