@@ -8,6 +8,7 @@
 //! | [`login`] | `/` (to the right home), `/login`, `/logout`, `/activate`, `/lang/{code}` |
 
 pub mod assets;
+pub mod format;
 pub mod i18n;
 pub mod login;
 pub mod ops;

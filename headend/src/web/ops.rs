@@ -30,7 +30,7 @@ use schemas::MeterSerial;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::portal_bills::{here, local_day, local_time, month_label, number};
+use super::format::{here, local_day, local_time, month_label, number};
 use super::{message_page, render, Chrome, Lang};
 use crate::api::meters::{commands_of, execute_command, CommandRecord};
 use crate::api::ops as params;

@@ -23,7 +23,7 @@ use chrono_tz::Europe::Belgrade;
 use deadpool_postgres::Client;
 use rust_decimal::Decimal;
 
-use super::portal_bills::{
+use super::format::{
     file_part, here, local_day as date, local_time as date_time, month_label as month_name, number, rsd,
 };
 use super::{message_page, render, Chrome, Lang};
