@@ -15,11 +15,13 @@ use tests::procs::{self, Headend};
 
 use crate::pipeline::Pipeline;
 
-/// The fleet: three buildings of seed 7 on three transformers, the third cut after
-/// [`INVENTORY`] meters. Its last [`INVENTORY`] − [`REPORTING`] meters stop reporting a day ago.
+/// The fleet: four buildings of seed 7 on four transformers (meters 1–45, 46–147, 148–205 and
+/// 206–), the fourth cut after [`INVENTORY`] meters. The last [`INVENTORY`] − [`REPORTING`]
+/// meters stop reporting a day ago: ten of the third building and five of the fourth, so that the
+/// transformer filter has something to leave out.
 const SEED: u64 = 7;
-const INVENTORY: usize = 167;
-const REPORTING: usize = 155;
+const INVENTORY: usize = 210;
+const REPORTING: usize = 195;
 /// The household logging in (a flat of the first building) and a household of another building.
 const HOUSEHOLD: &str = "H00000002";
 const OTHER_HOUSEHOLD: &str = "H00000050";
@@ -179,10 +181,15 @@ fn open_tab(b: &Browser, href: &str) {
 fn a_household_and_an_operator_use_the_pages_in_headless_chromium() {
     tests::browser::check_installed().expect("headless Chromium");
     let fleet = Fleet::new(SEED);
-    assert!(fleet.building_start(2) < REPORTING && REPORTING < INVENTORY, "the third building stops reporting");
+    let fourth = fleet.building_start(3);
+    assert!(fleet.building_start(2) < REPORTING && REPORTING < fourth && fourth < INVENTORY, "the fleet's layout");
     let transformer = fleet.building(2).transformer();
+    let other_transformer = fleet.building(3).transformer();
     assert_ne!(transformer, fleet.building(0).transformer());
-    let silent_meter = meter_sim::fleet::serial(INVENTORY - 1);
+    assert_ne!(transformer, other_transformer);
+    // Silent meters of the third building (the one looked for) and of the fourth.
+    let silent_meter = meter_sim::fleet::serial(fourth - 1);
+    let silent_elsewhere = meter_sim::fleet::serial(INVENTORY - 1);
     let reporting_meter = meter_sim::fleet::serial(REPORTING - 1);
 
     let mut p = Pipeline::new("browser", INVENTORY, SEED, false).expect("pipeline");
@@ -296,6 +303,10 @@ fn a_household_and_an_operator_use_the_pages_in_headless_chromium() {
 
     b.click("main a[href^='/ops/meters?status=not_reporting']").expect("the dashboard links the silent meters");
     b.wait_for_path("/ops/meters?").expect("meters page");
+    b.find("main table").expect("the list");
+    let rows = b.texts("main table tbody tr").expect("rows");
+    assert_eq!(rows.len(), INVENTORY - REPORTING, "every silent meter before filtering: {rows:#?}");
+    assert!(rows.iter().any(|r| r.contains(&silent_elsewhere)), "{silent_elsewhere} is listed before filtering");
     assert_translated(&b, "ops-not-reporting");
     b.screenshot("ops-not-reporting").expect("screenshot");
 
@@ -312,10 +323,10 @@ fn a_household_and_an_operator_use_the_pages_in_headless_chromium() {
     let listed = b.body_text(20_000);
     assert!(listed.contains(&silent_meter), "{silent_meter} (silent, {transformer}) is listed: {listed}");
     assert!(!listed.contains(&reporting_meter), "{reporting_meter} reports: not listed");
-    assert!(!listed.contains("SIM00000002"), "a meter of another transformer is not listed");
-    // Exactly the silent meters, each with its last reading of a day ago.
+    assert!(!listed.contains(&silent_elsewhere), "{silent_elsewhere} is silent on {other_transformer}: not listed");
+    // Exactly the silent meters of that transformer, each with its last reading of a day ago.
     let rows = b.texts("main table tbody tr").expect("rows");
-    assert_eq!(rows.len(), INVENTORY - REPORTING, "the silent meters of {transformer}: {rows:#?}");
+    assert_eq!(rows.len(), fourth - REPORTING, "the silent meters of {transformer}: {rows:#?}");
     for r in &rows {
         assert!(r.contains(&transformer), "a row of another transformer: {r}");
         assert!(r.contains(&last_day), "the last reading (a day ago, {last_day}) is shown: {r}");
