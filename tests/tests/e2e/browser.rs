@@ -115,11 +115,10 @@ fn publish_readings(p: &mut Pipeline, fleet: &Fleet) -> (String, chrono::DateTim
     let local = now.with_timezone(&Belgrade);
     let this_month = NaiveDate::from_ymd_opt(local.year(), local.month(), 1).expect("month");
     let last_month = this_month.pred_opt().expect("day").with_day(1).expect("month");
-    let boundary = local_midnight;
     let q = chrono::Duration::minutes(15);
     let first_building = fleet.building_start(1);
     let mut spans = vec![(INVENTORY, a, b), (REPORTING, b, now)];
-    for t in [boundary(last_month), boundary(this_month)] {
+    for t in [local_midnight(last_month), local_midnight(this_month)] {
         spans.push((first_building, t - q, t));
     }
     // What is stored: every (meter, interval end) once, whatever overlaps (a month boundary may
