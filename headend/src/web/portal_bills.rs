@@ -138,6 +138,8 @@ struct BillRow {
     old: Option<String>,
     diff: Option<String>,
     pct: Option<String>,
+    /// The difference without its sign, for the sentence that says "less" or "more" in words.
+    by: Option<String>,
     cls: &'static str,
     /// Sentence key: you pay less / more / the same.
     verdict: &'static str,
@@ -158,6 +160,10 @@ fn bill_row(lang: Lang, b: &BillSummary) -> BillRow {
         old: b.old_split_total.map(|x| rsd(lang, x)),
         diff: b.difference.map(|x| signed(lang, x, "RSD")),
         pct: b.difference_percent.map(|x| signed(lang, x, "%")),
+        by: b.difference.map(|x| match b.difference_percent {
+            Some(p) => format!("{} ({} %)", rsd(lang, x.abs()), number(lang, p.abs(), 2)),
+            None => rsd(lang, x.abs()),
+        }),
         cls: diff_class(b.difference),
         verdict: match b.difference {
             Some(d) if d < Decimal::ZERO => "portal.bills.verdict_less",
