@@ -56,10 +56,19 @@ enum Command {
 enum AccountCommand {
     /// Print a one-time activation code for a household (printable on the invoice): the household
     /// chooses its username and password at /activate.
+    ///
+    /// With --without-account instead: a CSV (household, building, apartment, address, activation_code,
+    /// expires_at) of a code for every household of --building (or of all buildings) that has no
+    /// account yet, for printing on the invoices; their earlier unused codes stop working.
     Invite {
         /// Household code (inventory).
+        #[arg(long, required_unless_present = "without_account", conflicts_with = "without_account")]
+        household: Option<String>,
+        /// Every household without an account (of --building, or all), as CSV on standard output.
         #[arg(long)]
-        household: String,
+        without_account: bool,
+        #[arg(long, requires = "without_account")]
+        building: Option<String>,
     },
     /// Create an account. Without --password-stdin it waits for activation and the one-time code is
     /// printed; with it, the password is read from the first line of standard input.
@@ -123,7 +132,18 @@ async fn account(cfg: &HeadendConfig, command: AccountCommand) -> anyhow::Result
     let min = cfg.auth.min_password_len;
     let days = cfg.auth.invite_valid.as_secs() / 86_400;
     match command {
-        AccountCommand::Invite { household } => {
+        AccountCommand::Invite { without_account: true, building, .. } => {
+            let mut c = c;
+            let list = store::invite_households(&mut c, building.as_deref(), "cli", cfg.auth.invite_valid).await?;
+            let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+            for i in &list {
+                w.serialize(i)?;
+            }
+            w.flush()?;
+            eprintln!("{} activation codes (one per household without an account)", list.len());
+        }
+        AccountCommand::Invite { household, .. } => {
+            let household = household.context("--household")?;
             let code = store::create_invite(&c, &InviteFor::Household(household.clone()), "cli", cfg.auth.invite_valid)
                 .await?;
             println!(

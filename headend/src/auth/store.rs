@@ -275,6 +275,82 @@ pub async fn create_invite(
     Ok(code)
 }
 
+/// A household's activation code for the invoice run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrintedInvite {
+    pub household: String,
+    pub building: String,
+    pub apartment: String,
+    pub address: String,
+    pub activation_code: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Activation codes for every household (of one building, or all) that has no account yet — for
+/// printing on the invoices. A household's earlier unused codes stop working: only the code on its
+/// latest invoice does. One transaction.
+pub async fn invite_households(
+    c: &mut Client,
+    building: Option<&str>,
+    created_by: &str,
+    valid: Duration,
+) -> Result<Vec<PrintedInvite>, AuthError> {
+    let tx = c.transaction().await?;
+    let rows = tx
+        .query(
+            "SELECT h.id, h.code, b.code, h.apartment, b.address FROM households h JOIN buildings b ON b.id = h.building_id
+             WHERE ($1::text IS NULL OR b.code = $1)
+               AND NOT EXISTS (SELECT 1 FROM account_households ah JOIN accounts a ON a.id = ah.account_id
+                               WHERE ah.household_id = h.id AND a.disabled_at IS NULL)
+             ORDER BY b.code, h.code",
+            &[&building],
+        )
+        .await?;
+    if rows.is_empty() && building.is_some() {
+        let known = tx.query_opt("SELECT 1 FROM buildings WHERE code = $1", &[&building]).await?;
+        if known.is_none() {
+            return Err(AuthError::NotFound(format!("no building {} in the inventory", building.unwrap_or_default())));
+        }
+    }
+    let expire = tx
+        .prepare("UPDATE account_invites SET expires_at = now() WHERE household_id = $1 AND used_at IS NULL AND expires_at > now()")
+        .await?;
+    let insert = tx
+        .prepare(
+            "INSERT INTO account_invites (code_hash, household_id, created_by, expires_at)
+             VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING expires_at",
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let id: i32 = r.get(0);
+        let code = secret::new_activation_code()?;
+        tx.execute(&expire, &[&id]).await?;
+        let expires_at = tx
+            .query_one(&insert, &[&secret::digest(&secret::normalise_code(&code)), &id, &created_by, &secs(valid)])
+            .await?
+            .get(0);
+        out.push(PrintedInvite {
+            household: r.get(1),
+            building: r.get(2),
+            apartment: r.get(3),
+            address: r.get(4),
+            activation_code: code,
+            expires_at,
+        });
+    }
+    tx.execute(
+        "INSERT INTO auth_events (username, event, detail) VALUES ($1, 'invites_printed', $2)",
+        &[
+            &created_by,
+            &format!("{} households{}", out.len(), building.map(|b| format!(" of {b}")).unwrap_or_default()),
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
 /// Redeems an activation code: a household code creates the account `username` (linked to its
 /// household) with `password`; an account code sets that account's password. One use only.
 /// Returns the activated account's id and username.
@@ -589,4 +665,86 @@ pub async fn list(c: &Client, limit: i64, offset: i64) -> Result<Vec<AccountInfo
             })
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::testdb::TestDb;
+
+    async fn with_households(c: &Client) {
+        c.batch_execute(
+            "INSERT INTO buildings (code, address, municipality, region) VALUES
+                 ('B1', 'Knez Mihailova 1, Beograd', 'Stari grad', 'belgrade'),
+                 ('B2', 'Zmaj Jovina 2, Novi Sad', 'Novi Sad', 'novi_sad');
+             INSERT INTO households (code, building_id, apartment, floor_area_m2, residents, approved_power_kw, tariff)
+             SELECT 'H' || b.code || '-' || n, b.id, n::text, 50, 2, 6.9, 'eps-household-2025'
+             FROM buildings b, generate_series(1, 3) n",
+        )
+        .await
+        .expect("fixture");
+    }
+
+    /// Printed codes: one per household without an account; printing again replaces the earlier
+    /// codes (only the newest works), and an activated household is not printed again.
+    #[tokio::test]
+    async fn invoice_codes_go_to_households_without_an_account_and_replace_earlier_ones() {
+        let db = TestDb::new().await;
+        let mut c = db.migrated().await;
+        with_households(&c).await;
+        let day = Duration::from_secs(86_400);
+        let first = invite_households(&mut c, Some("B1"), "test", day).await.expect("first");
+        assert_eq!(first.iter().map(|i| i.household.as_str()).collect::<Vec<_>>(), ["HB1-1", "HB1-2", "HB1-3"]);
+        assert!(first.iter().all(|i| i.building == "B1" && i.address.starts_with("Knez")));
+        let second = invite_households(&mut c, Some("B1"), "test", day).await.expect("second");
+        assert_eq!(second.len(), 3);
+        // The first print's code no longer works; the second's does, once.
+        let stale = redeem_invite(&mut c, &first[0].activation_code, Some("ana"), "a long password", 10).await;
+        assert!(matches!(stale, Err(AuthError::Invalid(_))), "{stale:?}");
+        let (_, name) =
+            redeem_invite(&mut c, &second[0].activation_code.to_lowercase(), Some("Ana"), "a long password", 10)
+                .await
+                .expect("the newest code activates");
+        assert_eq!(name, "ana");
+        let again = redeem_invite(&mut c, &second[0].activation_code, Some("bob"), "a long password", 10).await;
+        assert!(matches!(again, Err(AuthError::Invalid(_))), "a code works once: {again:?}");
+        let third = invite_households(&mut c, None, "test", day).await.expect("all buildings");
+        assert_eq!(third.len(), 5, "HB1-1 has an account now; the other five households get codes");
+        assert!(third.iter().all(|i| i.household != "HB1-1"));
+        let unknown = invite_households(&mut c, Some("NOPE"), "test", day).await;
+        assert!(matches!(unknown, Err(AuthError::NotFound(_))), "{unknown:?}");
+    }
+
+    /// An admin-made account with an unknown household leaves nothing behind; with a known one it
+    /// waits for its code, which sets the password.
+    #[tokio::test]
+    async fn pending_accounts_are_all_or_nothing() {
+        let db = TestDb::new().await;
+        let mut c = db.migrated().await;
+        with_households(&c).await;
+        let day = Duration::from_secs(86_400);
+        let bad = create_pending(&c, "mila", Role::Household, &["HB1-1".into(), "H-NONE".into()], "t", 10, day).await;
+        assert!(matches!(bad, Err(AuthError::NotFound(_))), "{bad:?}");
+        let n: i64 = c.query_one("SELECT count(*) FROM accounts", &[]).await.expect("count").get(0);
+        assert_eq!(n, 0, "nothing half made");
+        let staff = create_pending(&c, "mila", Role::Operator, &["HB1-1".into()], "t", 10, day).await;
+        assert!(matches!(staff, Err(AuthError::Invalid(_))), "households are for household accounts");
+        let code = create_pending(&c, "mila", Role::Household, &["HB1-1".into()], "t", 10, day).await.expect("made");
+        let throttle = Throttle { max_failed: 3, lockout: Duration::from_secs(60) };
+        let before = login(&c, "mila", "whatever password", throttle, None).await.expect("db");
+        assert_eq!(before, Err(LoginRefused::Invalid), "not active before its code is used");
+        let short = redeem_invite(&mut c, &code, None, "short", 10).await;
+        assert!(matches!(short, Err(AuthError::Invalid(_))), "{short:?}");
+        redeem_invite(&mut c, &code, None, "mila's long password", 10).await.expect("activated");
+        let id = login(&c, "MILA", "mila's long password", throttle, None).await.expect("db").expect("logs in");
+        let (sid, csrf) = create_session(&c, id, Duration::from_secs(3600)).await.expect("session");
+        let p = session(&c, &sid, Duration::from_secs(600)).await.expect("db").expect("valid");
+        assert_eq!((p.username.as_str(), p.role, p.csrf()), ("mila", Role::Household, csrf.as_str()));
+        assert_eq!(p.households.len(), 1);
+        disable(&c, "mila").await.expect("disable");
+        assert!(
+            session(&c, &sid, Duration::from_secs(600)).await.expect("db").is_none(),
+            "a disabled account's session ends"
+        );
+    }
 }
