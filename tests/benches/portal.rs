@@ -8,7 +8,11 @@
 //! - `month_15min_json`: `GET /api/v1/meters/{serial}/readings` for the month, one channel (2,880+
 //!   15-minute points);
 //! - `ops_first_paint`: an operator's `/ops` dashboard HTML plus its stylesheet and scripts, one
-//!   client on the loaded database (what a browser needs before it can paint).
+//!   client on the loaded database (what a browser needs before it can paint);
+//! - `month_json_1_client` (the service time) and `month_json_paced_2s` / `month_page_paced_2s`: 200
+//!   people who each wait 2 s between requests (about 100 requests a second).
+//!
+//! Closed-loop runs (no pause) measure capacity: their latency is clients ÷ throughput.
 //!
 //! The physical limits, measured in the same run with the same 200 clients: `/livez` (the HTTP
 //! stack and loopback, no database) and the month's raw SQL (the same readings query through a
@@ -72,13 +76,15 @@ impl Run {
     }
 }
 
-/// `clients` tasks, each asking for its own URL (with its own token) in a loop for `seconds`.
+/// `clients` tasks, each asking for its own URL (with its own token) in a loop for `seconds`,
+/// waiting `think` between its requests (zero: a closed loop, the server's capacity).
 async fn load(
     http: &Http,
     name: &'static str,
     targets: Arc<Vec<(String, String)>>,
     clients: usize,
     seconds: f64,
+    think: Duration,
 ) -> anyhow::Result<Run> {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
@@ -88,6 +94,10 @@ async fn load(
         tasks.push(tokio::spawn(async move {
             let (url, token) = &targets[k % targets.len()];
             let (mut lat, mut errors) = (Vec::new(), 0usize);
+            // Paced clients start spread over one think time, as people do.
+            if !think.is_zero() {
+                tokio::time::sleep(think.mul_f64(k as f64 / clients as f64)).await;
+            }
             while Instant::now() < deadline {
                 let req = hyper::Request::get(url.as_str())
                     .header("authorization", format!("Bearer {token}"))
@@ -103,6 +113,9 @@ async fn load(
                         }
                     }
                     Err(_) => errors += 1,
+                }
+                if !think.is_zero() {
+                    tokio::time::sleep(think).await;
                 }
             }
             anyhow::Ok((lat, errors))
@@ -210,36 +223,44 @@ fn main() -> anyhow::Result<()> {
     let from = local_midnight(month_start)?;
     let to = from + chrono::Duration::days(days);
     let month = format!("{:04}-{:02}", month_start.year(), month_start.month());
-    eprintln!("bench: storing {meters} meters × {days} days of 15-minute readings through the pipeline");
+    eprintln!(
+        "bench: storing {meters} meters × {days} days of 15-minute readings through the pipeline, a day at a time"
+    );
+    // A day at a time, each acknowledged before the next: a backlog of millions of messages makes
+    // Mosquitto (one thread) too busy to answer the head-end's keep-alives.
     let t = Instant::now();
-    let out = procs::run_bin(
-        "meter-sim",
-        &[
-            "mqtt",
-            "--meters",
-            &meters.to_string(),
-            "--seed",
-            "1",
-            "--from",
-            &from.to_rfc3339(),
-            "--to",
-            &to.to_rfc3339(),
-            "--url",
-            &broker.url(),
-            "--channels",
-            "1.0.1.8.0,1.0.1.8.1,1.0.1.8.2,1.0.32.7.0",
-            "--no-progress",
-        ],
-        &[],
-    )?;
-    let summary: serde_json::Value = serde_json::from_str(out.lines().last().context("no summary")?)?;
-    let messages = summary["messages"].as_f64().unwrap_or(0.0);
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    while procs::metric(&headend.metrics()?, "headend_mqtt_acks_total").unwrap_or(0.0) < messages {
-        if Instant::now() > deadline {
-            bail!("not everything stored within 30 minutes");
+    let mut messages = 0.0;
+    for d in 0..days {
+        let (a, b) = (from + chrono::Duration::days(d), from + chrono::Duration::days(d + 1));
+        let out = procs::run_bin(
+            "meter-sim",
+            &[
+                "mqtt",
+                "--meters",
+                &meters.to_string(),
+                "--seed",
+                "1",
+                "--from",
+                &a.to_rfc3339(),
+                "--to",
+                &b.to_rfc3339(),
+                "--url",
+                &broker.url(),
+                "--channels",
+                "1.0.1.8.0,1.0.1.8.1,1.0.1.8.2,1.0.32.7.0",
+                "--no-progress",
+            ],
+            &[],
+        )?;
+        let summary: serde_json::Value = serde_json::from_str(out.lines().last().context("no summary")?)?;
+        messages += summary["messages"].as_f64().unwrap_or(0.0);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while procs::metric(&headend.metrics()?, "headend_mqtt_acks_total").unwrap_or(0.0) < messages {
+            if Instant::now() > deadline {
+                bail!("day {d} not stored within 10 minutes");
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(200));
     }
     let fill_s = t.elapsed().as_secs_f64();
     let stored = procs::metric(&headend.metrics()?, "headend_readings_stored_total").unwrap_or(0.0);
@@ -276,13 +297,15 @@ fn main() -> anyhow::Result<()> {
     let (from_s, to_s) = (from.format("%Y-%m-%dT%H:%M:%SZ").to_string(), to.format("%Y-%m-%dT%H:%M:%SZ").to_string());
     let result = rt.block_on(async {
         let http: Http = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(clients).build_http();
-        let livez = load(&http, "livez", targets(&|_| "/livez".into()), clients, seconds).await?;
+        let closed = Duration::ZERO;
+        let livez = load(&http, "livez", targets(&|_| "/livez".into()), clients, seconds, closed).await?;
         let month_json = load(
             &http,
             "month_json",
             targets(&|h| format!("/api/v1/households/{}/consumption?resolution=day&date={month}", h.0)),
             clients,
             seconds,
+            closed,
         )
         .await?;
         let month_page = load(
@@ -291,6 +314,7 @@ fn main() -> anyhow::Result<()> {
             targets(&|h| format!("/portal/usage?household={}&view=month&date={month}", h.0)),
             clients,
             seconds,
+            closed,
         )
         .await?;
         let month_15 = load(
@@ -299,8 +323,21 @@ fn main() -> anyhow::Result<()> {
             targets(&|h| format!("/api/v1/meters/{}/readings?from={from_s}&to={to_s}&obis=1.0.1.8.0", h.1)),
             clients,
             seconds,
+            closed,
         )
         .await?;
+        // One client alone (the service time), and 200 people who each wait 2 s between requests
+        // (about 100 requests a second: a busy evening on the portal).
+        let month_json_url =
+            |h: &(String, String, i32)| format!("/api/v1/households/{}/consumption?resolution=day&date={month}", h.0);
+        let month_page_url =
+            |h: &(String, String, i32)| format!("/portal/usage?household={}&view=month&date={month}", h.0);
+        let one = load(&http, "month_json_1_client", targets(&month_json_url), 1, seconds, closed).await?;
+        let think = Duration::from_secs(2);
+        let json_paced =
+            load(&http, "month_json_paced_2s", targets(&month_json_url), clients, seconds * 2.0, think).await?;
+        let page_paced =
+            load(&http, "month_page_paced_2s", targets(&month_page_url), clients, seconds * 2.0, think).await?;
         let ids: Vec<i32> = households.iter().map(|h| h.2).collect();
         let raw = raw_sql(&db.url, &ids, from, to, clients, seconds).await?;
         // The operator's first paint: the dashboard HTML and what it links, one client, 20 times.
@@ -323,16 +360,17 @@ fn main() -> anyhow::Result<()> {
             paint.latencies.push(t.elapsed());
         }
         paint.seconds = t0.elapsed().as_secs_f64();
-        anyhow::Ok([livez, month_json, month_page, month_15, raw, paint])
+        anyhow::Ok([livez, month_json, month_page, month_15, raw, paint, one, json_paced, page_paced])
     })?;
     let rss = headend.proc.peak_rss_bytes().unwrap_or(0);
-    let [livez, month_json, month_page, month_15, raw, paint] = &result;
+    let [livez, month_json, month_page, month_15, raw, paint, one, json_paced, page_paced] = &result;
     let ratio = |a: &Run, b: &Run| (a.latencies.len() as f64 / a.seconds) / (b.latencies.len() as f64 / b.seconds);
     let out = serde_json::json!({
         "meters": meters, "days": days, "clients": clients, "seconds_each": seconds,
         "readings_stored": stored, "fill_seconds": fill_s.round(),
         "livez": livez.json(), "month_json": month_json.json(), "month_page": month_page.json(),
         "month_15min_json": month_15.json(), "raw_sql_month_15min": raw.json(), "ops_first_paint": paint.json(),
+        "month_json_1_client": one.json(), "month_json_paced_2s": json_paced.json(), "month_page_paced_2s": page_paced.json(),
         "ratio_month_json_to_livez_throughput": (ratio(month_json, livez) * 1000.0).round() / 1000.0,
         "ratio_month_15min_json_to_raw_sql_throughput": (ratio(month_15, raw) * 1000.0).round() / 1000.0,
         "headend_peak_rss_mb": (rss as f64 / 1048576.0).round(),

@@ -131,11 +131,10 @@ pub fn event_params(q: &HashMap<String, String>) -> Result<EventParams, ApiError
     let kind = match q.get("kind").map(|v| v.trim()).filter(|v| !v.is_empty()) {
         None => None,
         Some(k) => Some(
-            events::KINDS
-                .iter()
+            events::kinds()
                 .find(|(_, n)| *n == k)
-                .map(|(c, _)| *c)
-                .or_else(|| k.strip_prefix("code_").unwrap_or(k).parse().ok())
+                .map(|(c, _)| c)
+                .or_else(|| k.strip_prefix("event_").or_else(|| k.strip_prefix("code_")).unwrap_or(k).parse().ok())
                 .ok_or_else(|| ApiError::bad("kind: an event name (power_down, power_up, …) or code"))?,
         ),
     };

@@ -9,13 +9,15 @@ use utoipa::ToSchema;
 
 use super::{OpsError, PER_PAGE};
 
-/// Event codes of the DLMS standard event log (0.0.99.98.0.255, IDIS numbering) with a name.
-pub const KINDS: &[(i32, &str)] =
-    &[(1, "power_down"), (2, "power_up"), (3, "dst_changed"), (4, "clock_adjusted_old"), (5, "clock_adjusted_new")];
+/// The event codes with a name: one table for the whole head-end, the household portal's
+/// ([`crate::household::events::LOG_CODES`], DLMS standard event log, IDIS numbering).
+pub fn kinds() -> impl Iterator<Item = (i32, &'static str)> {
+    crate::household::events::LOG_CODES.iter().map(|(c, n, _)| (*c, *n))
+}
 
-/// The name of an event code (`code_17` for codes without one).
+/// The name of an event code (`event_17` for codes without one).
 pub fn kind_name(code: i32) -> String {
-    KINDS.iter().find(|(c, _)| *c == code).map_or_else(|| format!("code_{code}"), |(_, n)| (*n).to_owned())
+    crate::household::events::log_code(code).0
 }
 
 /// Where a page starts: after this row of the previous page (exclusive).
@@ -50,7 +52,7 @@ pub struct EventRow {
     pub serial: String,
     pub transformer: Option<String>,
     pub code: i32,
-    /// `power_down`, `power_up`, … or `code_<n>`.
+    /// `power_down`, `power_up`, … or `event_<n>`.
     pub kind: String,
     /// How it was read (`dlms`, `mqtt`, …).
     pub source: Option<&'static str>,
@@ -122,7 +124,7 @@ mod tests {
             assert_eq!(Cursor::parse(bad), None, "{bad}");
         }
         assert_eq!(kind_name(1), "power_down");
-        assert_eq!(kind_name(99), "code_99");
+        assert_eq!(kind_name(9999), "event_9999");
     }
 
     #[tokio::test]

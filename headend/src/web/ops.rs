@@ -531,8 +531,9 @@ fn event_items(lang: Lang, list: &[events::EventRow]) -> Vec<EventItem> {
 }
 
 fn event_label(lang: Lang, kind: &str) -> String {
-    if events::KINDS.iter().any(|(_, n)| *n == kind) {
-        lang.t(&format!("ops.event.{kind}")).to_owned()
+    // The portal's names of the same codes (one table, one set of texts).
+    if events::kinds().any(|(_, n)| n == kind) {
+        lang.t(&format!("portal.event.{kind}")).to_owned()
     } else {
         kind.replace('_', " ")
     }
@@ -993,7 +994,7 @@ async fn event_list(
         kind,
         transformer: transformer.unwrap_or_default(),
         serial: serial.unwrap_or_default(),
-        kinds: events::KINDS.iter().map(|(_, n)| (*n, event_label(lang, n))).collect(),
+        kinds: events::kinds().map(|(_, n)| (n, event_label(lang, n))).collect(),
         rows: event_items(lang, &page.events),
         newer: before.is_some().then(|| href("/ops/events", &query)),
         older,
