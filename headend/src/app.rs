@@ -17,7 +17,8 @@ use crate::metrics::Metrics;
 use crate::mqtt::{self, MqttState};
 use crate::{collect, db, maintenance, writer};
 
-/// A small pool for the API, readiness and meter look-ups (the writer has its own connections).
+/// A small pool: the head-end makes one for the API and the pages (`http.database_connections`) and
+/// one for meter look-ups and polling; the writer has its own connections.
 pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
     let pg: tokio_postgres::Config = url.parse().context("database.url")?;
     let mgr =
@@ -46,6 +47,9 @@ pub async fn serve(
     drop(probe);
     tracing::info!(storage = storage.as_str(), "database ready");
 
+    // The pages and the API get connections of their own: portal load waits for these, never for
+    // the ones meter look-ups, invocation counters and poll status need.
+    let http_pool = pool(&cfg.database.url, cfg.http.database_connections.max(1))?;
     let pool = pool(&cfg.database.url, 16)?;
     let directory = Arc::new(MeterDirectory::new(pool.clone(), cfg.ingest.unknown_meter_ttl));
     let meters = directory.load_all().await.context("loading the meter inventory")?;
@@ -104,7 +108,8 @@ pub async fn serve(
         upkeep_stop.clone(),
     ));
 
-    let mut state = AppState::new(pool, metrics, mqtt_state, accepting.clone(), cfg.http.clone(), cfg.auth.clone());
+    let mut state =
+        AppState::new(http_pool, metrics, mqtt_state, accepting.clone(), cfg.http.clone(), cfg.auth.clone());
     state.commander = pollers.commander.clone();
     state.poll_now = cfg.collect.enabled.then(|| Arc::new(poll_now));
     let listener =

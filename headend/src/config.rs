@@ -213,6 +213,9 @@ pub struct HttpConfig {
     /// Most concurrent requests served at once by the API and the pages (beyond: 503 at once), so
     /// that portal traffic cannot take the database connections the ingest path needs.
     pub max_concurrent_requests: usize,
+    /// Database connections of the API and the pages (a pool of their own, apart from ingest's and
+    /// polling's).
+    pub database_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -222,6 +225,7 @@ impl Default for HttpConfig {
             max_query_span: Duration::from_secs(93 * 86_400),
             max_rows: 100_000,
             max_concurrent_requests: 256,
+            database_connections: 8,
         }
     }
 }

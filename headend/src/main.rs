@@ -367,8 +367,10 @@ fn init_logs(cfg: &HeadendConfig) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
     // tokio-postgres logs statement parameters at debug level: password hashes, CSRF tokens. Never
     // below info, whatever RUST_LOG asks for.
-    if let Ok(d) = "tokio_postgres=info".parse() {
-        filter = filter.add_directive(d);
+    for quiet in ["tokio_postgres=info", "tokio_postgres::query=info", "tokio_postgres::prepare=info"] {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
     }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cfg.log.format {

@@ -73,7 +73,17 @@ pub fn check_password(username: &str, password: &str, min: usize) -> Result<(), 
     Ok(())
 }
 
+/// Password hashes computed at once: each argon2id run takes 19 MiB and a core for tens of
+/// milliseconds, so a burst of logins queues here instead of taking the machine's memory.
+fn hashing() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get))
+    })
+}
+
 async fn hash(password: String) -> Result<String, AuthError> {
+    let _permit = hashing().acquire().await.map_err(|e| AuthError::Secret(SecretError::Hash(e.to_string())))?;
     tokio::task::spawn_blocking(move || secret::hash_password(&password))
         .await
         .map_err(|e| AuthError::Secret(SecretError::Hash(e.to_string())))?
@@ -81,6 +91,7 @@ async fn hash(password: String) -> Result<String, AuthError> {
 }
 
 async fn verify(password: String, phc: Option<String>) -> bool {
+    let Ok(_permit) = hashing().acquire().await else { return false };
     tokio::task::spawn_blocking(move || {
         let ok = secret::verify_password(&password, phc.as_deref().unwrap_or_else(|| secret::dummy_hash()));
         ok && phc.is_some()
@@ -193,10 +204,21 @@ pub async fn create_pending(
     }
     check_households(c, households).await?;
     create_account(c, username, role, None, min_password_len).await?;
-    for h in households {
-        link_household(c, username, h).await?;
+    let rest = async {
+        for h in households {
+            link_household(c, username, h).await?;
+        }
+        create_invite(c, &InviteFor::Account(username.to_owned()), created_by, valid).await
+    };
+    match rest.await {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            // Undo the account just made (never activated, so nothing else refers to it), so the
+            // corrected request does not collide with a half-made one.
+            let _ = c.execute("DELETE FROM accounts WHERE username = $1 AND password_hash IS NULL", &[&username]).await;
+            Err(e)
+        }
     }
-    create_invite(c, &InviteFor::Account(username.to_owned()), created_by, valid).await
 }
 
 /// Gives a household account access to a household (by its inventory code).
@@ -439,7 +461,8 @@ pub async fn login(
         .await?;
     let Some(row) = row else {
         verify(password.to_owned(), None).await;
-        audit(c, None, Some(&username), "login_failed", client, Some("unknown user")).await?;
+        // What was typed is not kept: it may be a password typed into the wrong field.
+        audit(c, None, None, "login_failed", client, Some("unknown user")).await?;
         return Ok(Err(LoginRefused::Invalid));
     };
     let id: i32 = row.get(0);

@@ -225,7 +225,7 @@ pub async fn readings(
         .query(
             "SELECT meter_id, channel_id, ts, value FROM readings
              WHERE meter_id = ANY($1) AND channel_id = ANY($2) AND ts >= $3 AND ts <= $4
-             LIMIT $5",
+             ORDER BY ts LIMIT $5",
             &[&meters, &channels, &from, &to, &MAX_RANGE_ROWS],
         )
         .await?;

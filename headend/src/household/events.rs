@@ -19,7 +19,7 @@ pub const PER_PAGE: i64 = 50;
 /// The highest page asked for (beyond it the request is refused).
 pub const MAX_PAGE: i64 = 10_000;
 /// How far back reading flags are searched.
-pub const FLAG_HISTORY_DAYS: i64 = 400;
+pub const FLAG_HISTORY_DAYS: i64 = 92;
 /// The channel whose flags are read (active energy import, total: every payload and profile has it).
 const FLAG_CHANNEL: i16 = 1;
 

@@ -40,6 +40,10 @@ use cost::{Contract, Estimate, ZoneProgress};
 pub use db::Household;
 use usage::{Energy, Found, Lookup, Plan, Reading, Slot, SlotState};
 
+/// The building comparison needs at least this many other flats with readings, so that no
+/// neighbour's consumption can be worked out from the median.
+pub const MIN_NEIGHBOURS: usize = 5;
+
 /// Why a household's data could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum HouseholdError {
@@ -194,7 +198,8 @@ pub struct BuildingMedian {
     pub building: String,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
-    /// Households of the building with readings at both ends (this one included).
+    /// Other households of the building with readings at both ends (this one not included; the
+    /// comparison is given only when there are at least five).
     pub households: usize,
     pub median_kwh: Decimal,
     pub own_kwh: Decimal,
@@ -371,8 +376,13 @@ pub async fn summary(c: &impl GenericClient, h: &Household, as_of: DateTime<Utc>
                 change_percent: change_percent(own, wh),
             });
         }
-        let mut values: Vec<i64> = flats.values().copied().collect();
+        // The other flats only, and at least MIN_NEIGHBOURS of them: with two flats the median would
+        // give the neighbour's own consumption away (2 × median − own), with an odd few one flat's.
+        let mut values: Vec<i64> = flats.iter().filter(|(id, _)| **id != h.id).map(|(_, wh)| *wh).collect();
         let n = values.len();
+        if n < MIN_NEIGHBOURS {
+            values.clear();
+        }
         if let Some(median) = usage::median(&mut values) {
             building = Some(BuildingMedian {
                 building: h.building_code.clone(),

@@ -217,17 +217,14 @@ struct ActivatePage {
     error: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct CodeQuery {
-    code: Option<String>,
-}
-
-async fn activate_form(State(s): State<AppState>, lang: Lang, jar: CookieJar, Query(q): Query<CodeQuery>) -> Response {
+/// The form starts empty: an activation code is never taken from the URL (URLs end up in browser
+/// history and proxy logs).
+async fn activate_form(State(s): State<AppState>, lang: Lang, jar: CookieJar) -> Response {
     let (jar, pre) = pre_token(jar, s.auth_cfg.secure_cookies);
     let page = ActivatePage {
         chrome: Chrome::new(lang, None, "/activate", "activate.title"),
         pre,
-        code: q.code.unwrap_or_default().chars().take(40).collect(),
+        code: String::new(),
         username: String::new(),
         min_len: s.auth_cfg.min_password_len,
         error: None,
