@@ -599,6 +599,22 @@ fn register(
     register_in(reads, ch, &w, cfg, &mut Vec::new())
 }
 
+/// Every `LineOut::kind` (the `bill_lines.kind` column): the tariff's lines as [`line_out`] names
+/// them, then `correction` (an earlier estimated bill corrected, added by the edge's checks).
+pub const LINE_KINDS: [&str; 11] = [
+    "energy",
+    "power_charge",
+    "supplier_charge",
+    "payment_discount",
+    "renewable_fee",
+    "efficiency_fee",
+    "excise",
+    "vat",
+    "tv_fee",
+    "rounding",
+    "correction",
+];
+
 fn line_out(no: usize, tariff_code: &str, l: &crate::bill::Line) -> LineOut {
     let (kind, zone, tou) = match &l.kind {
         LineKind::Energy { zone, tou } => (

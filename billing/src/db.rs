@@ -16,6 +16,7 @@
 //! Versions: a run takes a transaction-level advisory lock, numbers itself `max(version) + 1` for its period
 //! and writes everything in that one transaction, so a run is stored whole or not at all.
 
+use billing_core::run::LINE_KINDS;
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
@@ -558,19 +559,6 @@ fn known(s: &str, what: &str, names: &[&'static str]) -> Result<&'static str, St
     names.iter().copied().find(|n| *n == s).ok_or_else(|| StoreError::Stored(format!("unknown {what} {s:?}")))
 }
 
-const LINE_KINDS: [&str; 11] = [
-    "energy",
-    "power_charge",
-    "supplier_charge",
-    "payment_discount",
-    "renewable_fee",
-    "efficiency_fee",
-    "excise",
-    "vat",
-    "tv_fee",
-    "rounding",
-    "correction",
-];
 const UNITS: [&str; 4] = ["kwh", "kw_month", "month", "rsd"];
 const PROBLEM_KINDS: [&str; 20] = [
     "missing_boundary_reading",

@@ -6,6 +6,7 @@
 //! may open any household's pages with it. A household that is not the account's, a period without a
 //! bill and a malformed period all answer the same 404 page.
 
+use billing_core::run::LINE_KINDS;
 use std::collections::HashMap;
 
 use askama::Template;
@@ -252,19 +253,6 @@ struct LineRow {
     special: bool,
 }
 
-const LINE_KINDS: [&str; 11] = [
-    "energy",
-    "power_charge",
-    "supplier_charge",
-    "payment_discount",
-    "renewable_fee",
-    "efficiency_fee",
-    "excise",
-    "vat",
-    "tv_fee",
-    "rounding",
-    "correction",
-];
 const ZONES: [&str; 3] = ["green", "blue", "red"];
 const UNITS: [&str; 4] = ["kwh", "kw_month", "month", "rsd"];
 const SPLIT_KEYS: [&str; 3] = ["equal", "area", "residents"];
