@@ -101,6 +101,17 @@ fn error_page(e: ApiError) -> Response {
 /// The household of a page, or the response to give instead: staff without `?household=` are sent to
 /// the overview's form.
 async fn chosen(s: &AppState, who: &Principal, q: &HashMap<String, String>) -> Result<(Client, Household), Response> {
+    chosen_with(s, who, q, error_page).await
+}
+
+/// [`chosen`] with the page's own error page (the bill pages answer "no such household or bill" for
+/// every 404, so that another household's bill and a missing one look the same).
+pub(super) async fn chosen_with(
+    s: &AppState,
+    who: &Principal,
+    q: &HashMap<String, String>,
+    error_page: fn(ApiError) -> Response,
+) -> Result<(Client, Household), Response> {
     let code = q.get("household").map(|c| c.trim()).filter(|c| !c.is_empty());
     if code.is_none() && who.sees_all() {
         return Err(Redirect::to("/portal").into_response());

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode, Uri};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::{Duration, Utc};
@@ -22,7 +22,7 @@ use rust_decimal::Decimal;
 use super::format::{file_part, here, local_day, local_time, month_label, number, rsd};
 use super::{message_page, render, Chrome, Lang};
 use crate::api::bills::parse_page;
-use crate::api::{visible_household, ApiError};
+use crate::api::ApiError;
 use crate::auth::{urlencode, Principal};
 use crate::household::bills::{self, BillDetail, BillLine, BillSummary};
 use crate::household::events::{self, EventCategory, HouseholdEvent};
@@ -90,35 +90,15 @@ fn error_page(e: ApiError) -> Response {
     }
 }
 
-/// A page's database connection and household `(id, code)`: `?household=CODE` when the account may see
-/// it, else the account's first household; staff without `?household=` go to the portal's household form.
-/// `Err` is the response to give instead.
+/// A page's database connection and household `(id, code)`: the portal's choice
+/// ([`super::portal::chosen_with`]) with this page's 404.
 async fn open(
     s: &AppState,
     who: &Principal,
     q: &HashMap<String, String>,
 ) -> Result<(deadpool_postgres::Object, i32, String), Response> {
-    let code = q.get("household").map(|c| c.trim()).filter(|c| !c.is_empty());
-    if code.is_none() && who.sees_all() {
-        return Err(Redirect::to("/portal").into_response());
-    }
-    let c = s.pool.get().await.map_err(|e| error_page(ApiError::unavailable(e)))?;
-    let chosen = match code {
-        Some(code) => visible_household(&c, who, code).await.map(|id| (id, code.to_owned())),
-        None => match who.households.first() {
-            Some(&id) => {
-                let row = c.query_opt("SELECT code FROM households WHERE id = $1", &[&id]).await;
-                match row {
-                    Ok(Some(r)) => Ok((id, r.get(0))),
-                    Ok(None) => Err(ApiError::not_found("no household")),
-                    Err(e) => Err(ApiError::unavailable(e)),
-                }
-            }
-            None => Err(ApiError::not_found("no household chosen")),
-        },
-    };
-    let (id, code) = chosen.map_err(error_page)?;
-    Ok((c, id, code))
+    let (c, h) = super::portal::chosen_with(s, who, q, error_page).await?;
+    Ok((c, h.id, h.code))
 }
 
 // ---------------------------------------------------------------------------------------------
