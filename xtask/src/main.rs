@@ -10,6 +10,7 @@
 //!   ceiling and the gurux-dlms client (see BENCHMARKS.md).
 //! - `bench-portal`: 200 concurrent households on a month of readings (see BENCHMARKS.md).
 //! - `fuzz`: runs the cargo-fuzz targets for a while.
+//! - `chart`: renders, lints and validates the Helm chart (`helm/ci/run.sh`; also a step of `test`).
 
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -81,6 +82,9 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Render, lint and validate the Helm chart helm/headend (helm/ci/run.sh, Python venv cached
+    /// outside the checkout).
+    Chart,
     /// Run each fuzz target (cargo-fuzz) for a while.
     Fuzz {
         #[arg(long, default_value_t = 60)]
@@ -106,6 +110,7 @@ fn run() -> anyhow::Result<()> {
         Cmd::BenchDlms { meters, auth, args } => bench_dlms(meters, &auth, &args),
         Cmd::BenchPortal { args } => bench_portal(&args),
         Cmd::Fuzz { seconds } => fuzz(seconds),
+        Cmd::Chart => chart_check(),
     }
 }
 
@@ -146,6 +151,7 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
     let mut build = cargo();
     build.args(["build", "--workspace", "--bins"]);
     step("cargo build --bins (the end-to-end tests run the binaries)", build)?;
+    chart_check()?;
     let mut t = cargo();
     if has_nextest() {
         t.args(["nextest", "run", "--workspace", "--no-fail-fast"]).args(args);
@@ -393,6 +399,16 @@ fn bench_portal(args: &[String]) -> anyhow::Result<()> {
     let mut bench = cargo();
     bench.args(["bench", "-p", "tests", "--bench", "portal", "--"]).args(args).env("DATABASE_URL", &services.admin_url);
     step("portal benchmark", bench)
+}
+
+/// The Helm chart: lint, render for every values file, validate each manifest against the
+/// Kubernetes and CRD schemas, and load each role's configuration with the built `headend` (found
+/// in target/ by the script) — `helm/ci/check_chart.py` through `helm/ci/run.sh`, which installs
+/// helm-python-sdk and kubernetes-validate into a venv cached outside the checkout when missing.
+fn chart_check() -> anyhow::Result<()> {
+    let mut cmd = Command::new("bash");
+    cmd.arg("helm/ci/run.sh");
+    step("helm chart check (helm/ci/run.sh)", cmd)
 }
 
 fn fuzz(seconds: u64) -> anyhow::Result<()> {
