@@ -174,6 +174,21 @@ def check_pods(where: str, doc: dict[str, Any], fail: Failures) -> None:
             fail.add(where, f"{name}: no checksum/config annotation (config changes would not roll the pods)")
 
 
+def check_empty(where: str, doc: Any, fail: Failures, path: str = "") -> None:
+    """A null field: a template wrote a key whose value reference is misspelt or missing (Helm
+    renders those as nothing, and Kubernetes' schemas accept null for most fields)."""
+    if doc is None:
+        fail.add(where, f"{path.lstrip('.')} is empty (a misspelt or missing value?)")
+    elif isinstance(doc, dict):
+        for k, v in doc.items():
+            check_empty(where, v, fail, f"{path}.{k}")
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            check_empty(where, v, fail, f"{path}[{i}]")
+    elif isinstance(doc, str) and "<no value>" in doc:
+        fail.add(where, f"{path.lstrip('.')} holds <no value>")
+
+
 def check_labels(where: str, doc: dict[str, Any], fail: Failures) -> None:
     labels = doc["metadata"].get("labels", {})
     for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
@@ -398,6 +413,7 @@ def main() -> int:
             if "kind" not in doc or "metadata" not in doc:
                 continue
             docs.append(doc)
+            check_empty(f"{w} {doc['kind']} {doc['metadata'].get('name')}", doc, fail)
             check_labels(w, doc, fail)
             check_pods(w, doc, fail)
             check_env(w, doc, known, fail)
