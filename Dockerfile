@@ -10,6 +10,7 @@
 #   docker run --rm --entrypoint meter-sim headend:0.1.0 --help
 #
 # The builder and the runtime share one Debian release, so the binaries find the same glibc.
+# Needs BuildKit (the default builder since Docker 23) for the cache mounts.
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=trixie
