@@ -135,6 +135,8 @@ def validate_manifest(where: str, doc: dict[str, Any], fail: Failures, counts: d
 def pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
     if doc["kind"] in WORKLOADS:
         return doc["spec"]["template"]["spec"]
+    if doc["kind"] == "Pod":
+        return doc["spec"]
     return None
 
 
@@ -168,7 +170,7 @@ def check_pods(where: str, doc: dict[str, Any], fail: Failures) -> None:
             probes = {p: c.get(p, {}).get("httpGet", {}).get("path") for p in ("livenessProbe", "readinessProbe")}
             if probes != {"livenessProbe": "/livez", "readinessProbe": "/readyz"}:
                 fail.add(where, f"{name}: probes must be /livez and /readyz, not {probes}")
-    if doc["kind"] != "Job":
+    if doc["kind"] in ("Deployment", "StatefulSet"):
         ann = doc["spec"]["template"]["metadata"].get("annotations", {})
         if "checksum/config" not in ann:
             fail.add(where, f"{name}: no checksum/config annotation (config changes would not roll the pods)")
@@ -358,6 +360,8 @@ def run_headend(where: str, binary: Path, docs: list[dict[str, Any]], toml_text:
             if spec is None:
                 continue
             for c in spec["containers"]:
+                if c.get("args") not in (["serve"], ["migrate"]):
+                    continue
                 env = {k: v for k, v in os.environ.items() if not k.startswith("HEADEND_") and k not in ("DATABASE_URL", "MQTT_URL")}
                 for e in c.get("env", []):
                     if "value" in e:
