@@ -142,11 +142,3 @@ spec:
     {{- end }}
   {{- end }}
 {{- end }}
-
-{{/* Whether a role's replica count is left to its HorizontalPodAutoscaler. */}}
-{{- define "headend.replicas" -}}
-{{- $r := index .ctx.Values.roles .role }}
-{{- if not $r.autoscaling.enabled -}}
-replicas: {{ $r.replicas }}
-{{- end }}
-{{- end }}
