@@ -174,17 +174,26 @@ fn start_collectors(
     let (status_tx, status_rx) = mpsc::channel(10_000);
     let status = tokio::spawn(collect::status::run(pool.clone(), status_rx, std::time::Duration::from_secs(1), 5_000));
     let c = &cfg.collect;
+    let leases = Arc::new(collect::leases::Leases::new(
+        collect::leases::holder_id(&cfg.mqtt.effective_client_id()),
+        c.lease_buckets,
+        c.lease_period,
+    ));
     let shared = Arc::new(collect::scheduler::Shared {
         cfg: c.clone(),
         pool: pool.clone(),
         writer: writer.clone(),
         metrics: metrics.clone(),
         limits: collect::limits::Limits::new(c.max_sessions, c.max_sessions_per_cell, c.new_connections_per_second),
+        leases: leases.clone(),
         status: status_tx,
         wake,
     });
     let mut tasks = collect::scheduler::spawn_groups(shared, &pollers.by_protocol, stop);
-    tracing::info!(groups = tasks.len(), "polling collectors started");
+    tracing::info!(groups = tasks.len(), holder = %leases.holder, "polling collectors started");
+    // The leases are renewed until the groups stop, then handed back once their sessions ended.
+    let (pool, metrics, stop) = (pool.clone(), metrics.clone(), stop.clone());
+    tasks.push(tokio::spawn(async move { leases.run(pool, metrics, stop).await }));
     // The status writer ends when the last session's sender (inside `shared`) is gone.
     tasks.push(status);
     tasks

@@ -286,8 +286,14 @@ impl Default for AuthConfig {
 pub struct CollectConfig {
     /// Poll at all. Off by default: a head-end fed by MQTT only needs no schedule.
     pub enabled: bool,
-    /// `k/n`: this replica polls the meters whose id modulo n is k (replicas split the fleet).
-    pub shard: String,
+    /// Buckets the fleet is split into for polling replicas (a meter's bucket is a stable hash of its
+    /// cell, `meters.transformer`); each replica holds about `buckets / replicas` of them through
+    /// leases in PostgreSQL. Must be the same on every replica; ≥ 10× the replicas spreads evenly.
+    pub lease_buckets: u32,
+    /// How long a replica's bucket leases last without renewal (renewed every third of it): a dead
+    /// replica's meters are taken over, and a new replica gets its share, within about this long.
+    #[serde(with = "humantime_serde")]
+    pub lease_period: Duration,
     /// Sessions open at once, over all groups and protocols.
     pub max_sessions: usize,
     /// Sessions open at once per cell or concentrator (meters sharing `meters.transformer`).
@@ -317,7 +323,8 @@ impl Default for CollectConfig {
     fn default() -> Self {
         Self {
             enabled: false,
-            shard: "0/1".into(),
+            lease_buckets: 64,
+            lease_period: Duration::from_secs(30),
             max_sessions: 2_000,
             max_sessions_per_cell: 64,
             new_connections_per_second: 5_000,
@@ -329,19 +336,6 @@ impl Default for CollectConfig {
             clock_sync_max_step: Duration::from_secs(60),
             groups: vec![GroupSchedule::default()],
         }
-    }
-}
-
-impl CollectConfig {
-    /// `(k, n)` of [`CollectConfig::shard`].
-    pub fn shard(&self) -> Result<(u32, u32), ConfigError> {
-        let bad = || ConfigError::Invalid(format!("collect.shard {:?}: expected k/n with 0 <= k < n", self.shard));
-        let (k, n) = self.shard.split_once('/').ok_or_else(bad)?;
-        let (k, n): (u32, u32) = (k.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
-        if n == 0 || k >= n {
-            return Err(bad());
-        }
-        Ok((k, n))
     }
 }
 
@@ -577,7 +571,11 @@ impl HeadendConfig {
                 )));
             }
         }
-        self.collect.shard()?;
+        if self.collect.lease_buckets == 0 || self.collect.lease_period < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "collect.lease_buckets must be above 0 and collect.lease_period at least 1s".into(),
+            ));
+        }
         if self.collect.enabled && self.collect.max_sessions == 0 {
             return Err(ConfigError::Invalid("collect.max_sessions must be above 0".into()));
         }

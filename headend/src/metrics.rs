@@ -32,6 +32,7 @@ pub struct Metrics {
     pub poll_sessions: IntCounterVec,
     pub poll_session_seconds: HistogramVec,
     pub poll_in_flight: IntGauge,
+    pub poll_buckets_held: IntGauge,
     pub poll_retries: IntCounterVec,
     pub poll_round_seconds: GaugeVec,
     pub poll_round_meters: IntGaugeVec,
@@ -179,6 +180,7 @@ impl Metrics {
                 .expect("valid histogram"),
             ),
             poll_in_flight: gauge(&r, "headend_poll_sessions_in_flight", "Polling sessions open now"),
+            poll_buckets_held: gauge(&r, "headend_poll_buckets_held", "Polling lease buckets this replica holds"),
             poll_retries: reg(
                 &r,
                 IntCounterVec::new(

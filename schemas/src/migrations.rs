@@ -91,6 +91,12 @@ pub const MIGRATIONS: &[Migration] = &[
             plain: include_str!("../migrations/0008_ops.plain.sql"),
         },
     },
+    Migration { version: 9, name: "poll_leases", sql: Sql::Common(include_str!("../migrations/0009_poll_leases.sql")) },
+    Migration {
+        version: 10,
+        name: "dead_letter_keys",
+        sql: Sql::Common(include_str!("../migrations/0010_dead_letter_keys.sql")),
+    },
 ];
 
 #[cfg(test)]

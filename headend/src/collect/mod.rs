@@ -1,6 +1,7 @@
 //! Polling collectors: one scheduler for every polled protocol (DLMS/COSEM, Modbus TCP).
 //!
 //! - [`schedule`]: when a task (load profile, registers, events, clock) is due for a meter.
+//! - [`leases`]: which buckets of meters this replica polls (leases in PostgreSQL, shared by replicas).
 //! - [`limits`]: how many sessions run at once, per cell, and how fast new connections start.
 //! - [`scheduler`]: rounds over a group's meters; each session runs in its own task, retried with
 //!   backoff, and hands its readings to the writer (the same writer as MQTT).
@@ -11,6 +12,7 @@
 
 pub mod dlms;
 pub mod keys;
+pub mod leases;
 pub mod ledger;
 pub mod limits;
 pub mod pollers;

@@ -4,6 +4,12 @@
 //! retryable failure with exponential backoff and jitter (holding no slot while it waits), hands
 //! the readings to the writer and reports its outcome. A failing or slow meter never holds up
 //! another: the round ends when every session has finished or given up.
+//!
+//! A replica polls only the meters of the buckets it leases ([`super::leases`]); a session starts
+//! only while its bucket's lease holds, and a round starts whenever the replica gains buckets.
+//! Meters taken over from another replica start from what the database says: the last stored
+//! interval and the last successful poll (so a meter read this slot by the previous holder is not
+//! read again).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::leases::Leases;
 use super::limits::Limits;
 use super::schedule::Period;
 use super::status::SessionReport;
@@ -23,6 +30,10 @@ use super::{Capabilities, Collected, PollError, Poller, Target, Tasks};
 use crate::config::{CollectConfig, GroupSchedule, PollProtocol};
 use crate::metrics::Metrics;
 use crate::writer::{Envelope, WriterHandle};
+
+/// How long a round waits before reading the poll status of meters taken over from another
+/// replica: longer than the status writer's batch interval (1 s, `app::start_collectors`).
+const TAKEOVER_SETTLE: Duration = Duration::from_secs(2);
 
 /// The longest a session may take, whatever its steps' own timeouts say.
 const SESSION_CAP: Duration = Duration::from_secs(300);
@@ -82,6 +93,8 @@ pub struct Shared {
     pub writer: WriterHandle,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// The buckets of meters this replica polls.
+    pub leases: Arc<Leases>,
     pub status: mpsc::Sender<SessionReport>,
     /// Bumped to start a round of every group now (`POST /api/v1/collect/rounds`): meters whose
     /// tasks are due — those that failed, or whose slot has come — are polled without waiting.
@@ -95,6 +108,8 @@ pub struct RoundSummary {
     pub ok: usize,
     pub failed: usize,
     pub readings: usize,
+    /// Meters not polled because their bucket's lease was lost (or is being handed back) meanwhile.
+    pub skipped: usize,
 }
 
 /// Polls one group until `stop`; sessions in flight when it is cancelled finish first (bounded by
@@ -105,11 +120,13 @@ pub async fn run_group(shared: Arc<Shared>, group: GroupSchedule, poller: Arc<dy
     let mut loaded = false;
     let mut wake = shared.wake.clone();
     wake.mark_unchanged();
+    let mut gained = shared.leases.gained();
+    // The first round waits for the first lease step (which buckets are ours).
+    shared.leases.ready(&stop).await;
     loop {
         if !loaded {
-            match prepare(&shared, &group, poller.protocol()).await {
-                Ok((s, c)) => {
-                    state = s;
+            match super::status::load_capabilities(&shared.pool, poller.protocol()).await {
+                Ok(c) => {
                     caps = KnownCaps::from_map(c);
                     loaded = true;
                 }
@@ -123,6 +140,7 @@ pub async fn run_group(shared: Arc<Shared>, group: GroupSchedule, poller: Arc<dy
             }
         }
         wake.mark_unchanged();
+        gained.mark_unchanged();
         match round(&shared, &group, &poller, &mut state, &mut caps, Utc::now(), &stop).await {
             Ok(summary) => tracing::info!(group = %group.name, ?summary, "polling round done"),
             Err(e) => tracing::warn!(group = %group.name, error = %e, "polling round could not start"),
@@ -133,6 +151,10 @@ pub async fn run_group(shared: Arc<Shared>, group: GroupSchedule, poller: Arc<dy
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
+            r = gained.changed(), if r_ok(&gained) => {
+                let _ = r;
+                tracing::info!(group = %group.name, "round started for newly leased buckets");
+            }
             r = wake.changed() => {
                 if r.is_err() {
                     // The trigger's sender is gone: only the schedule is left.
@@ -149,6 +171,11 @@ pub async fn run_group(shared: Arc<Shared>, group: GroupSchedule, poller: Arc<dy
     }
 }
 
+/// The lease manager lives as long as the scheduler; a closed channel is never waited on.
+fn r_ok(rx: &tokio::sync::watch::Receiver<u64>) -> bool {
+    rx.has_changed().is_ok()
+}
+
 fn periods(g: &GroupSchedule) -> [Period; 4] {
     [
         Period::new(g.profile_every, g.offset),
@@ -158,15 +185,17 @@ fn periods(g: &GroupSchedule) -> [Period; 4] {
     ]
 }
 
-/// Loads where each meter's load profile ends in the database (so a restart back-fills from there)
-/// and the capabilities learnt earlier.
-async fn prepare(
-    shared: &Shared,
-    group: &GroupSchedule,
-    protocol: &'static str,
-) -> anyhow::Result<(HashMap<i32, MeterState>, HashMap<i32, Capabilities>)> {
-    let targets = targets(shared, group).await?;
-    let ids: Vec<i32> = targets.iter().map(|t| t.meter_id).collect();
+/// Loads, for meters the scheduler has no state of yet, where their load profile ends in the
+/// database (so a restart back-fills from there) and — for meters taken over from another replica
+/// (`takeover`: their bucket expired or was handed back to rebalance) — when they were last polled
+/// successfully: every task due at that time was done then, so a task whose slot has not passed
+/// since is not due. Meters of buckets never held or released by a graceful stop are polled again
+/// from scratch, as a restarted head-end always did.
+async fn load_state(shared: &Shared, ids: &[i32], takeover: bool) -> anyhow::Result<HashMap<i32, MeterState>> {
+    let mut state: HashMap<i32, MeterState> = ids.iter().map(|id| (*id, MeterState::default())).collect();
+    if ids.is_empty() {
+        return Ok(state);
+    }
     let since = Utc::now() - chrono::Duration::from_std(shared.cfg.backfill_max).unwrap_or_default();
     let client = shared.pool.get().await?;
     let rows = client
@@ -178,29 +207,45 @@ async fn prepare(
             &[&ids, &since],
         )
         .await?;
-    let mut state = HashMap::with_capacity(ids.len());
     for r in rows {
-        state.insert(r.get::<_, i32>(0), MeterState { profile_until: Some(r.get(1)), ..MeterState::default() });
+        if let Some(st) = state.get_mut(&r.get::<_, i32>(0)) {
+            st.profile_until = Some(r.get(1));
+        }
     }
-    let caps = super::status::load_capabilities(&shared.pool, protocol).await?;
-    tracing::info!(group = %group.name, meters = ids.len(), with_profile = state.len(), "group state loaded");
-    Ok((state, caps))
+    if takeover {
+        let rows = client
+            .query(
+                "SELECT meter_id, last_success_at FROM meter_poll_status
+                 WHERE meter_id = ANY($1) AND last_success_at IS NOT NULL",
+                &[&ids],
+            )
+            .await?;
+        for r in rows {
+            if let Some(st) = state.get_mut(&r.get::<_, i32>(0)) {
+                let at: DateTime<Utc> = r.get(1);
+                st.profile_done = Some(at);
+                st.registers_done = Some(at);
+                st.events_done = Some(at);
+                st.clock_done = Some(at);
+            }
+        }
+    }
+    Ok(state)
 }
 
-/// The group's meters in this replica's shard. A meter belongs to the first group of its protocol
-/// whose prefix matches its `transformer`.
+/// The group's meters in the buckets this replica leases. A meter belongs to the first group of
+/// its protocol whose prefix matches its `transformer`.
 pub async fn targets(shared: &Shared, group: &GroupSchedule) -> anyhow::Result<Vec<Target>> {
-    let (k, n) = shared.cfg.shard()?;
     let client = shared.pool.get().await?;
     let rows = client
         .query(
             "SELECT id, serial, address, COALESCE(transformer, '') FROM meters
              WHERE protocol = $1 AND removed_on IS NULL AND address IS NOT NULL AND address <> ''
-               AND id % $2 = $3
              ORDER BY id",
-            &[&group.protocol.as_str(), &i32::try_from(n)?, &i32::try_from(k)?],
+            &[&group.protocol.as_str()],
         )
         .await?;
+    let leases = &shared.leases;
     let earlier: Vec<&GroupSchedule> = shared
         .cfg
         .groups
@@ -215,6 +260,7 @@ pub async fn targets(shared: &Shared, group: &GroupSchedule) -> anyhow::Result<V
             let cell: String = r.get(3);
             if !cell.starts_with(&group.transformer_prefix)
                 || earlier.iter().any(|g| cell.starts_with(&g.transformer_prefix))
+                || !leases.holds(leases.bucket_of(&cell, r.get(1)))
             {
                 return None;
             }
@@ -254,6 +300,30 @@ async fn round(
 ) -> anyhow::Result<RoundSummary> {
     let started = Instant::now();
     let targets = targets(shared, group).await?;
+    // Meters no longer ours are forgotten: if their bucket comes back, the database says where
+    // they stand (another replica may have polled them meanwhile).
+    let ours: std::collections::HashSet<i32> = targets.iter().map(|t| t.meter_id).collect();
+    state.retain(|id, _| ours.contains(id));
+    let (taken, fresh): (Vec<&Target>, Vec<&Target>) = targets
+        .iter()
+        .filter(|t| !state.contains_key(&t.meter_id))
+        .partition(|t| shared.leases.taken_over(shared.leases.bucket_of(&t.cell, &t.serial)));
+    if !taken.is_empty() {
+        // The previous holder's last poll outcomes reach the database within a second (the status
+        // writer's batch): wait for them before reading them.
+        tokio::select! {
+            () = stop.cancelled() => return Ok(RoundSummary::default()),
+            () = tokio::time::sleep(TAKEOVER_SETTLE) => {}
+        }
+    }
+    for (meters, takeover) in [(taken, true), (fresh, false)] {
+        if meters.is_empty() {
+            continue;
+        }
+        let ids: Vec<i32> = meters.iter().map(|t| t.meter_id).collect();
+        state.extend(load_state(shared, &ids, takeover).await?);
+        tracing::info!(group = %group.name, meters = ids.len(), takeover, "meters' state loaded");
+    }
     poller.prepare(&targets).await;
     let mut sessions = JoinSet::new();
     let mut summary = RoundSummary { meters: targets.len(), ..RoundSummary::default() };
@@ -271,12 +341,26 @@ async fn round(
             () = stop.cancelled() => break,
             s = window.clone().acquire_owned() => match s { Ok(s) => s, Err(_) => break },
         };
+        // The lease is checked when the session is about to start: the bucket may have been lost or
+        // be being handed back since the round began.
+        let bucket = shared.leases.bucket_of(&target.cell, &target.serial);
+        if !shared.leases.holds(bucket) {
+            summary.skipped += 1;
+            continue;
+        }
         let known = caps.get(target.meter_id);
         let shared = shared.clone();
         let poller = poller.clone();
         let stop = stop.clone();
         sessions.spawn(async move {
-            let out = session(&shared, &*poller, &target, &tasks, known.as_deref(), &stop).await;
+            let out = match shared.leases.guard(bucket) {
+                Some(guard) => {
+                    let out = session(&shared, &*poller, &target, &tasks, known.as_deref(), bucket, &stop).await;
+                    drop(guard);
+                    Some(out)
+                }
+                None => None,
+            };
             drop(slot);
             (target.meter_id, tasks, out)
         });
@@ -296,7 +380,8 @@ async fn round(
     Ok(summary)
 }
 
-type SessionResult = (i32, Tasks, Result<(Collected, usize), PollError>);
+/// `None`: not run, the bucket's lease was lost before the session started.
+type SessionResult = (i32, Tasks, Option<Result<(Collected, usize), PollError>>);
 
 fn apply(
     done: Result<SessionResult, tokio::task::JoinError>,
@@ -307,6 +392,10 @@ fn apply(
 ) {
     let Ok((meter, tasks, out)) = done else {
         summary.failed += 1;
+        return;
+    };
+    let Some(out) = out else {
+        summary.skipped += 1;
         return;
     };
     match out {
@@ -348,12 +437,18 @@ async fn session(
     target: &Target,
     tasks: &Tasks,
     known: Option<&Capabilities>,
+    bucket: i32,
     stop: &CancellationToken,
 ) -> Result<(Collected, usize), PollError> {
     let m = &shared.metrics;
     let protocol = poller.protocol();
     let mut attempt = 0u32;
     let result = loop {
+        if !shared.leases.valid(bucket) {
+            // Lost by expiry (the database unreachable for most of a lease period): another
+            // replica may poll this meter now.
+            break Err(PollError::new("lease_lost", "the bucket's lease expired", false));
+        }
         let permit = tokio::select! {
             () = stop.cancelled() => break Err(PollError::new("shutdown", "the head-end is stopping", false)),
             p = shared.limits.acquire(&target.cell) => p,

@@ -12,4 +12,5 @@ mod ops;
 mod pipeline;
 mod portal;
 mod portal_bills;
+mod scaleout;
 mod security;
