@@ -17,6 +17,8 @@ pub enum DbError {
     TimescaleUnavailable(String),
     #[error("the database has migration {0}, newer than this binary knows; upgrade the head-end")]
     TooNew(i32),
+    #[error("probing for TimescaleDB ended the database session ({0}); reconnect and use plain PostgreSQL")]
+    ProbeEndedSession(String),
 }
 
 /// Whether to use TimescaleDB.
@@ -188,18 +190,46 @@ async fn choose_storage(client: &mut Client, mode: TimescaleMode) -> Result<Stor
         tracing::info!(%why, "TimescaleDB not usable: using native partitioning and rollup tables");
         return Ok(Storage::Plain);
     }
-    // Available is not enough: it must also be loadable (shared_preload_libraries) and ours to create.
+    // Installed is not enough: the library must be preloaded, or CREATE EXTENSION ends the session
+    // with FATAL (the state right after installing the package). Asked before trying.
+    let preload: String = client.query_one("SELECT current_setting('shared_preload_libraries')", &[]).await?.get(0);
+    if !preloads_timescale(&preload) {
+        if mode == TimescaleMode::On {
+            return Err(DbError::TimescaleUnavailable(NOT_PRELOADED.into()));
+        }
+        tracing::warn!(
+            shared_preload_libraries = %preload,
+            "TimescaleDB is installed but {NOT_PRELOADED}: using plain PostgreSQL"
+        );
+        return Ok(Storage::Plain);
+    }
+    // Preloaded is not enough either: it must be ours to create.
     let tx = client.transaction().await?;
     let probe = tx.batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb").await;
-    tx.rollback().await?;
+    let rolled_back = tx.rollback().await;
     match probe {
-        Ok(()) => Ok(Storage::Timescale),
-        Err(e) if mode == TimescaleMode::On => Err(DbError::TimescaleUnavailable(e.to_string())),
+        // A probe that ended the session leaves nothing to fall back on: the caller reconnects.
+        Err(e) if client.is_closed() => Err(DbError::ProbeEndedSession(describe(&e))),
+        Ok(()) => {
+            rolled_back?;
+            Ok(Storage::Timescale)
+        }
+        Err(e) if mode == TimescaleMode::On => Err(DbError::TimescaleUnavailable(describe(&e))),
         Err(e) => {
-            tracing::warn!(error = %e, "TimescaleDB present but not usable: using plain PostgreSQL");
+            rolled_back?;
+            tracing::warn!(error = %describe(&e), "TimescaleDB present but not usable: using plain PostgreSQL");
             Ok(Storage::Plain)
         }
     }
+}
+
+/// The advice given when the library is installed but not loaded.
+const NOT_PRELOADED: &str = "timescaledb is not in shared_preload_libraries \
+    (set shared_preload_libraries = 'timescaledb' in postgresql.conf and restart PostgreSQL)";
+
+/// Whether a `shared_preload_libraries` value (`'a, timescaledb'`, quoted or not) loads TimescaleDB.
+fn preloads_timescale(setting: &str) -> bool {
+    setting.split(',').map(|l| l.trim().trim_matches('"').trim()).any(|l| l == "timescaledb")
 }
 
 /// Whether a TimescaleDB version string (`2.14.2`) is at least 2.13.
@@ -278,7 +308,7 @@ mod tests {
         let mut c = connect(&db.url).await.expect("connect");
         let first = migrate(&mut c, TimescaleMode::Auto).await.expect("first migrate");
         assert_eq!(first.applied, MIGRATIONS.iter().map(|m| m.version).collect::<Vec<_>>());
-        // This machine has no TimescaleDB: auto must fall back to the plain path.
+        // The test server does not preload TimescaleDB: auto must fall back to the plain path.
         assert_eq!(first.storage, Storage::Plain);
         let second = migrate(&mut c, TimescaleMode::Auto).await.expect("second migrate");
         assert!(second.applied.is_empty());
@@ -286,6 +316,16 @@ mod tests {
         let n: i64 = c.query_one("SELECT count(*) FROM channels", &[]).await.expect("count").get(0);
         assert_eq!(n, i64::try_from(schemas::CHANNELS.len()).expect("small"));
         assert!(matches!(migrate(&mut c, TimescaleMode::On).await, Err(DbError::StorageMismatch { .. })));
+    }
+
+    #[test]
+    fn preload_setting_is_parsed() {
+        for (v, ok) in [("timescaledb", true), ("pg_stat_statements, timescaledb", true), ("\"timescaledb\"", true)] {
+            assert_eq!(preloads_timescale(v), ok, "{v}");
+        }
+        for v in ["", "pg_stat_statements", "timescaledb_toolkit"] {
+            assert!(!preloads_timescale(v), "{v}");
+        }
     }
 
     #[test]
@@ -303,6 +343,17 @@ mod tests {
         let mut c = connect(&db.url).await.expect("connect");
         let err = migrate(&mut c, TimescaleMode::On).await.expect_err("must refuse");
         assert!(matches!(err, DbError::TimescaleUnavailable(_)), "{err}");
+        // With the extension's files installed but not preloaded (the test server once TimescaleDB is
+        // built into it), the advice names the setting and the session survives.
+        let available: bool = c
+            .query_one("SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')", &[])
+            .await
+            .expect("available")
+            .get(0);
+        if available {
+            assert!(err.to_string().contains("shared_preload_libraries"), "{err}");
+        }
+        assert!(!c.is_closed(), "the probe must not end the session");
         // Nothing half-applied.
         let n: i64 = c.query_one("SELECT count(*) FROM schema_migrations", &[]).await.expect("count").get(0);
         assert_eq!(n, 0);

@@ -399,7 +399,18 @@ async fn main() -> anyhow::Result<()> {
             let mut client = db::connect_retrying(&cfg.database.url, cfg.database.connect_timeout)
                 .await
                 .context("connecting to the database")?;
-            let report = db::migrate(&mut client, cfg.database.timescale).await?;
+            let report = match db::migrate(&mut client, cfg.database.timescale).await {
+                // The probe ended the session (a server that refuses TimescaleDB with FATAL): under
+                // `auto`, a new session on the plain path.
+                Err(db::DbError::ProbeEndedSession(why)) if cfg.database.timescale == db::TimescaleMode::Auto => {
+                    tracing::warn!(%why, "TimescaleDB not usable: using plain PostgreSQL");
+                    let mut client = db::connect_retrying(&cfg.database.url, cfg.database.connect_timeout)
+                        .await
+                        .context("reconnecting to the database")?;
+                    db::migrate(&mut client, db::TimescaleMode::Off).await?
+                }
+                r => r?,
+            };
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

@@ -5,6 +5,8 @@
 //! - [`pg`]: a private PostgreSQL cluster (initdb in a folder of its own, any port) that a test may
 //!   stop and restart; databases created per test.
 //! - [`broker`]: a private Mosquitto with the project's `config/mosquitto.conf`.
+//! - [`timescale`]: TimescaleDB built from the vendored source into the machine's PostgreSQL, and a
+//!   cluster that preloads it (the second storage path).
 //! - [`procs`]: the workspace's binaries (`headend`, `meter-sim`) as child processes that are killed
 //!   when dropped.
 //!
@@ -15,6 +17,7 @@ pub mod browser;
 pub mod pg;
 pub mod procs;
 pub mod services;
+pub mod timescale;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -140,6 +140,11 @@ impl PgCluster {
         Ok(())
     }
 
+    /// Leaves the server running when this value is dropped.
+    pub fn keep_running(&mut self) {
+        self.stop_on_drop = false;
+    }
+
     /// Whether the cluster's server is running.
     pub fn is_running(&self) -> bool {
         let mut c = pg_command(&self.bindir, "pg_ctl");

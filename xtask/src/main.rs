@@ -140,6 +140,20 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
     eprintln!("xtask: PostgreSQL {} · MQTT {}", services.admin_url, services.mqtt_url);
     // The browser tests drive Debian's headless Chromium through chromedriver.
     tests::browser::ensure_installed()?;
+    // The TimescaleDB storage path: the extension built from ../shared/vendor into this machine's
+    // PostgreSQL once (cached in /var/cache/headend), and a cluster of our own that preloads it.
+    if let Some(took) = tests::timescale::ensure_installed()? {
+        eprintln!(
+            "xtask: TimescaleDB {} built and installed in {:.0} s",
+            tests::timescale::VERSION,
+            took.as_secs_f64()
+        );
+    }
+    let (timescale_url, ts_started) = tests::timescale::ensure_cluster()?;
+    if ts_started {
+        eprintln!("xtask: started the TimescaleDB cluster on port {} (left running)", tests::timescale::PORT);
+    }
+    eprintln!("xtask: TimescaleDB {timescale_url}");
     if !no_lint {
         let mut fmt = cargo();
         fmt.args(["fmt", "--all", "--check"]);
@@ -160,7 +174,9 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
         // broker, a head-end and a simulator on a 2-core machine.
         t.args(["test", "--workspace", "--no-fail-fast"]).args(args).args(["--", "--test-threads=1"]);
     }
-    t.env("DATABASE_URL", &services.admin_url).env("MQTT_URL", &services.mqtt_url);
+    t.env("DATABASE_URL", &services.admin_url)
+        .env("TIMESCALE_DATABASE_URL", &timescale_url)
+        .env("MQTT_URL", &services.mqtt_url);
     step("tests", t)?;
     eprintln!("xtask: all checks passed in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())

@@ -80,3 +80,21 @@ fn private_broker_keeps_queued_messages_across_a_restart() {
     }
     assert_eq!(got, n, "every queued message survived the restart");
 }
+
+/// The test command's TimescaleDB cluster (found running, or started) preloads the extension built
+/// from the vendored source, and a fresh database gets exactly that version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timescale_cluster_preloads_the_vendored_extension() {
+    assert!(tests::timescale::installed(), "TimescaleDB {} is installed", tests::timescale::VERSION);
+    if std::env::var_os("TIMESCALE_DATABASE_URL").is_none() {
+        tests::timescale::ensure_cluster().expect("TimescaleDB cluster");
+    }
+    let db = tests::pg::TestDatabase::create(&tests::timescale::admin_url(), "tscluster").await.expect("database");
+    let c = db.client().await.expect("connect");
+    let preload: String = c.query_one("SHOW shared_preload_libraries", &[]).await.expect("show").get(0);
+    assert!(preload.contains("timescaledb"), "{preload}");
+    c.batch_execute("CREATE EXTENSION timescaledb").await.expect("create extension");
+    let v: String =
+        c.query_one("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'", &[]).await.expect("v").get(0);
+    assert_eq!(v, tests::timescale::VERSION);
+}
