@@ -56,8 +56,10 @@ pub async fn serve(
     tracing::info!(meters, "inventory loaded");
 
     let (committed_tx, committed_rx) = mpsc::unbounded_channel();
+    // Every source's readings get the MQTT payloads' time window, at the writer's entry.
+    let window = crate::ingest::Window { max_age: cfg.ingest.max_age, max_future: cfg.ingest.max_future };
     let (writer, writer_task) =
-        writer::spawn(cfg.writer.clone(), cfg.database.url.clone(), storage, metrics.clone(), committed_tx);
+        writer::spawn(cfg.writer.clone(), cfg.database.url.clone(), storage, window, metrics.clone(), committed_tx);
     let (done_tx, done_rx) = watch::channel(false);
     tokio::spawn(async move {
         let _ = writer_task.await;

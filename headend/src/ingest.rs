@@ -62,6 +62,33 @@ pub struct Window {
     pub max_future: Duration,
 }
 
+impl Window {
+    /// The oldest and the newest interval accepted at `now`.
+    pub fn bounds(&self, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+        let oldest = now - chrono::Duration::from_std(self.max_age).unwrap_or(chrono::Duration::MAX);
+        let newest = now + chrono::Duration::from_std(self.max_future).unwrap_or(chrono::Duration::MAX);
+        (oldest, newest)
+    }
+
+    /// Why `ts` is refused at `now` (`timestamp_out_of_range`), if it is. The one time check of
+    /// every source: MQTT payloads here, polled and pushed readings at the writer's entry.
+    pub fn check(&self, ts: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), Refusal> {
+        let (oldest, newest) = self.bounds(now);
+        if ts < oldest || ts > newest {
+            return Err(Refusal::new(
+                "timestamp_out_of_range",
+                format!(
+                    "ts {} is outside the accepted window [{}, {}]",
+                    ts.to_rfc3339(),
+                    oldest.to_rfc3339(),
+                    newest.to_rfc3339()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Turns a validated payload of a known meter into rows, checking time window, channels and values.
 /// All or nothing: one bad value refuses the whole message (its raw bytes are kept).
 pub fn to_rows(
@@ -71,19 +98,7 @@ pub fn to_rows(
     now: DateTime<Utc>,
     window: Window,
 ) -> Result<Vec<Reading>, Refusal> {
-    let oldest = now - chrono::Duration::from_std(window.max_age).unwrap_or(chrono::Duration::MAX);
-    let newest = now + chrono::Duration::from_std(window.max_future).unwrap_or(chrono::Duration::MAX);
-    if p.ts < oldest || p.ts > newest {
-        return Err(Refusal::new(
-            "timestamp_out_of_range",
-            format!(
-                "ts {} is outside the accepted window [{}, {}]",
-                p.ts.to_rfc3339(),
-                oldest.to_rfc3339(),
-                newest.to_rfc3339()
-            ),
-        ));
-    }
+    window.check(p.ts, now)?;
     let flags = pack_flags(p.status, source);
     let mut rows = Vec::with_capacity(p.values.len());
     for (obis, n) in &p.values {
