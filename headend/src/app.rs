@@ -75,14 +75,22 @@ pub async fn serve(
             .await
             .with_context(|| format!("binding the DLMS push listener {addr}"))?;
         tracing::info!(%addr, ciphered_only = cfg.dlms.push_require_ciphered, "DLMS push listener");
-        let ctx = Arc::new(collect::push::PushContext::new(
-            pollers.keys.as_deref(),
-            cfg.dlms.push_require_ciphered,
-            cfg.dlms.push_channels()?,
-            directory.clone(),
-            writer.clone(),
-            metrics.clone(),
-        ));
+        let shared = collect::push::PushShared {
+            directory: directory.clone(),
+            writer: writer.clone(),
+            metrics: metrics.clone(),
+            pool: pool.clone(),
+        };
+        let ctx = Arc::new(
+            collect::push::PushContext::load(
+                pollers.keys.as_deref(),
+                cfg.dlms.push_require_ciphered,
+                cfg.dlms.push_channels()?,
+                shared,
+            )
+            .await
+            .context("starting the DLMS push listener")?,
+        );
         collectors.push(tokio::spawn(collect::push::run(socket, ctx, collect_stop.clone())));
     }
 

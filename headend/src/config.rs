@@ -432,6 +432,7 @@ pub struct DlmsConfig {
     /// Where pushed DataNotifications arrive (TCP wrapper); absent = no push listener.
     pub push_listen: Option<SocketAddr>,
     /// Refuse plain (unciphered) pushes: only meters whose keys opened the notification count.
+    /// Ciphered pushes always need authentication and encryption, whatever this says.
     pub push_require_ciphered: bool,
     /// The values of a pushed body after its serial and capture time, as OBIS codes of stored
     /// channels, each in the channel's stored unit.

@@ -97,6 +97,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "dead_letter_keys",
         sql: Sql::Common(include_str!("../migrations/0010_dead_letter_keys.sql")),
     },
+    Migration {
+        version: 11,
+        name: "push_counters",
+        sql: Sql::Common(include_str!("../migrations/0011_push_counters.sql")),
+    },
 ];
 
 #[cfg(test)]

@@ -7,6 +7,11 @@
 //! `structure { serial (octet/visible string), capture time (date-time), values… }` where the values
 //! are `dlms.push_objects` in order, each already in its channel's stored unit (Wh).
 //!
+//! Replay protection: the highest invocation counter accepted from each meter is kept in
+//! `dlms_push_counters` (migration 11). A ciphered push is stored only when one conditional upsert
+//! raises that value, so a frame replayed after a restart, or sent to a second listener replica, is
+//! refused; each replica also starts from the stored values so most replays are refused in memory.
+//!
 //! DataNotification is unconfirmed in DLMS: the meter gets no acknowledgement, so a reading queued
 //! here but not yet committed when the head-end dies is lost unless the meter pushes it again (or
 //! the poller back-fills it from the load profile, which the ledger makes visible).
@@ -15,7 +20,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context;
 use bytes::Bytes;
+use deadpool_postgres::Pool;
 use chrono_tz::Europe::Belgrade;
 use dlms::push::{Notification, PushListener};
 use dlms::transport::WrapperCodec;
@@ -45,26 +52,67 @@ pub struct PushContext {
     pub directory: Arc<MeterDirectory>,
     pub writer: WriterHandle,
     pub metrics: Arc<Metrics>,
+    /// Where the accepted invocation counters are kept.
+    pub pool: Pool,
+}
+
+/// The parts of [`PushContext`] that come from elsewhere in the head-end.
+pub struct PushShared {
+    pub directory: Arc<MeterDirectory>,
+    pub writer: WriterHandle,
+    pub metrics: Arc<Metrics>,
+    pub pool: Pool,
 }
 
 impl PushContext {
-    pub fn new(
+    /// Registers every meter with keys, resuming its replay window at its stored counter.
+    ///
+    /// # Errors
+    /// The stored counters cannot be read (the listener must not start without them).
+    pub async fn load(
         keys: Option<&KeyStore>,
         require_ciphered: bool,
         channels: Vec<i16>,
-        directory: Arc<MeterDirectory>,
-        writer: WriterHandle,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+        shared: PushShared,
+    ) -> anyhow::Result<Self> {
+        let PushShared { directory, writer, metrics, pool } = shared;
+        let stored: HashMap<String, i64> = pool
+            .get()
+            .await
+            .context("database")?
+            .query("SELECT m.serial, c.highest FROM dlms_push_counters c JOIN meters m ON m.id = c.meter_id", &[])
+            .await
+            .context("reading dlms_push_counters")?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
         let mut listener = PushListener::new(require_ciphered);
         let mut titles = HashMap::new();
         if let Some(ks) = keys {
             for (title, (serial, k)) in ks.by_system_title() {
-                listener.add_meter(title, k.ek, k.ak, None);
+                let highest = stored.get(&serial).map(|h| u32::try_from(*h).unwrap_or(u32::MAX));
+                listener.add_meter(title, k.ek, k.ak, highest);
                 titles.insert(title, serial);
             }
         }
-        Self { listener: Mutex::new(listener), titles, channels, directory, writer, metrics }
+        Ok(Self { listener: Mutex::new(listener), titles, channels, directory, writer, metrics, pool })
+    }
+
+    /// Raises the meter's stored counter to `counter`; `false` when it already stood at or above it
+    /// (a replay, possibly accepted by another replica or before a restart).
+    async fn raise_counter(&self, meter_id: i32, counter: u32) -> Result<bool, String> {
+        let client = self.pool.get().await.map_err(|e| format!("database: {e}"))?;
+        let raised = client
+            .query_opt(
+                "INSERT INTO dlms_push_counters AS c (meter_id, highest) VALUES ($1, $2)
+                 ON CONFLICT (meter_id) DO UPDATE SET highest = EXCLUDED.highest, updated_at = now()
+                 WHERE c.highest < EXCLUDED.highest
+                 RETURNING 1",
+                &[&meter_id, &i64::from(counter)],
+            )
+            .await
+            .map_err(|e| format!("storing the invocation counter: {e}"))?;
+        Ok(raised.is_some())
     }
 }
 
@@ -194,6 +242,16 @@ async fn handle(ctx: &PushContext, apdu: &[u8]) -> Result<(Vec<Reading>, String)
             return Err(("impossible_value", format!("channel {ch}: negative register {value}")));
         }
         rows.push(Reading { ts, value, meter_id, channel_id: *ch, flags });
+    }
+    if let Some(counter) = n.invocation_counter {
+        // Last, so that only a push whose readings go to the writer spends its counter.
+        match ctx.raise_counter(meter_id, counter).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(("push_rejected", format!("meter {serial}: invocation counter {counter} was accepted before")))
+            }
+            Err(e) => return Err(("store_failed", e)),
+        }
     }
     Ok((rows, serial))
 }

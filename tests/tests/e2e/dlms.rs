@@ -357,8 +357,10 @@ fn check_clocks(p: &Pipeline, missing: &BTreeSet<usize>) {
 
 /// DLMS push: 200 meters push two hours of ciphered DataNotifications (general-glo-ciphering with
 /// each meter's own keys). Every value is stored and equals the model; the same frames pushed again
-/// (a replay: the simulator's counters restart at 1) are refused and kept as dead letters, and so
-/// are plain pushes, because the listener requires ciphering. Nothing is stored twice.
+/// (a replay: the simulator's counters restart at 1) are refused and kept as dead letters — by a
+/// second replica that never saw the originals (the counters stored in the database refuse them)
+/// and by the first one after a restart — and so are plain pushes, because the listener requires
+/// ciphering. Nothing is stored twice.
 #[test]
 fn dlms_push_ciphered_is_stored_once_and_replays_are_refused() {
     const N: usize = 200;
@@ -380,13 +382,20 @@ fn dlms_push_ciphered_is_stored_once_and_replays_are_refused() {
     .expect("config");
     p.spec.env.push(("HEADEND_CONFIG".into(), cfg.to_string_lossy().into()));
     let headend = p.start_headend().expect("head-end");
-    let push = |extra: &[&str]| {
+    // A second push replica on the same database, started before any push.
+    let port_b = tests::free_port().expect("port");
+    let mut spec_b = p.spec.clone();
+    spec_b.client_id.push_str("-b");
+    spec_b.env.push(("HEADEND_DLMS__PUSH_LISTEN".into(), format!("127.0.0.1:{port_b}")));
+    let replica_b = procs::Headend::start(&spec_b, &p.dir.path().join("headend-b.log")).expect("replica b");
+    let push_to = |port: u16, extra: &[&str]| {
         let target = format!("127.0.0.1:{port}");
         let mut args =
             vec!["dlms-push", "--meters", "200", "--seed", "31", "--head-end", &target, "--from", FROM, "--to", TO];
         args.extend_from_slice(extra);
         procs::run_bin("meter-sim", &args, &[]).expect("dlms-push")
     };
+    let push = |extra: &[&str]| push_to(port, extra);
     let notifications = (N * 8) as i64;
 
     push(&["--ciphered"]);
@@ -420,28 +429,44 @@ fn dlms_push_ciphered_is_stored_once_and_replays_are_refused() {
     });
     assert_eq!(mismatched, 0, "stored pushes equal the model");
 
-    // The same ciphered frames again: replays, refused; plain frames: refused.
-    push(&["--ciphered"]);
-    push(&[]);
-    let start = Instant::now();
-    loop {
-        let dead = p.dead_letters().expect("dead letters");
-        let total: i64 = dead.values().sum();
-        if total >= 2 * notifications {
-            assert_eq!(dead.get("push_rejected").copied().unwrap_or(0), notifications, "replays: {dead:?}");
-            assert_eq!(total, 2 * notifications, "{dead:?}");
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "dead letters so far: {dead:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert_eq!(p.query_i64("SELECT count(*)::bigint FROM readings").expect("count"), stored, "nothing stored twice");
     let m = headend.metrics().expect("metrics");
     assert_eq!(
         procs::metric_labelled(&m, "headend_dlms_push_total", &[("outcome", "ok")]),
         Some(notifications as f64),
         "{m}"
     );
+    let wait_dead = |p: &Pipeline, want: i64, rejected: i64| {
+        let start = Instant::now();
+        loop {
+            let dead = p.dead_letters().expect("dead letters");
+            let total: i64 = dead.values().sum();
+            if total >= want {
+                assert_eq!(dead.get("push_rejected").copied().unwrap_or(0), rejected, "replays: {dead:?}");
+                assert_eq!(total, want, "{dead:?}");
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "dead letters so far: {dead:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    // The same ciphered frames to the replica that never saw them: its memory has no counters for
+    // these meters, the database's refuse every frame.
+    push_to(port_b, &["--ciphered"]);
+    wait_dead(&p, notifications, notifications);
+    let m = replica_b.metrics().expect("metrics");
+    assert_eq!(procs::metric_labelled(&m, "headend_dlms_push_total", &[("outcome", "ok")]), None, "{m}");
+    drop(replica_b);
+
+    // The first replica restarted: the same frames again are refused, and plain frames too.
+    drop(headend);
+    let _headend = p.start_headend().expect("head-end restarted");
+    push(&["--ciphered"]);
+    push(&[]);
+    wait_dead(&p, 3 * notifications, 2 * notifications);
+    assert_eq!(p.query_i64("SELECT count(*)::bigint FROM readings").expect("count"), stored, "nothing stored twice");
+    let counters = p.query_i64("SELECT count(*)::bigint FROM dlms_push_counters WHERE highest = 8").expect("counters");
+    assert_eq!(counters, N as i64, "each meter's highest accepted counter (8 pushes) is stored");
 }
 
 /// HLS-GMAC polling with per-meter keys from the key store: meters with wrong keys fail (counted as
