@@ -94,20 +94,25 @@ pub async fn serve(
         collectors.push(tokio::spawn(collect::push::run(socket, ctx, collect_stop.clone())));
     }
 
-    let mqtt_state = Arc::new(MqttState::default());
+    let mqtt_state = Arc::new(MqttState::new(!cfg.mqtt.enabled));
     let accepting = Arc::new(AtomicBool::new(true));
     let intake_stop = CancellationToken::new();
-    let mqtt_task = tokio::spawn(mqtt::run(
-        cfg.mqtt.clone(),
-        cfg.ingest.clone(),
-        directory,
-        writer,
-        committed_rx,
-        done_rx,
-        metrics.clone(),
-        mqtt_state.clone(),
-        intake_stop.clone(),
-    ));
+    let mqtt_task = if cfg.mqtt.enabled {
+        tokio::spawn(mqtt::run(
+            cfg.mqtt.clone(),
+            cfg.ingest.clone(),
+            directory,
+            writer,
+            committed_rx,
+            done_rx,
+            metrics.clone(),
+            mqtt_state.clone(),
+            intake_stop.clone(),
+        ))
+    } else {
+        tracing::info!("MQTT intake off (mqtt.enabled = false)");
+        tokio::spawn(mqtt::idle(writer, committed_rx, done_rx, intake_stop.clone()))
+    };
 
     let upkeep_stop = CancellationToken::new();
     let upkeep = tokio::spawn(maintenance::run(
@@ -363,5 +368,42 @@ mod tests {
         assert_eq!(redelivered, 0, "messages left unacknowledged");
         // Leave no session behind on the shared broker.
         let _ = client.try_disconnect();
+    }
+
+    /// A poll- or push-only replica (`mqtt.enabled = false`) is ready without any broker (the URL
+    /// here leads nowhere) and stops cleanly, its writer drained.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_mqtt_off_the_head_end_is_ready_without_a_broker_and_stops_cleanly() {
+        let db = TestDb::new().await;
+        let _c = db.migrated().await;
+        let mut cfg = HeadendConfig::default();
+        cfg.database.url = db.url.clone();
+        cfg.mqtt.enabled = false;
+        cfg.mqtt.url = "mqtt://127.0.0.1:9".into();
+        cfg.http.listen = "127.0.0.1:0".parse().expect("addr");
+        let stop = CancellationToken::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(serve(cfg, stop.clone(), Some(tx)));
+        let addr = rx.await.expect("bound");
+        let readyz = async {
+            loop {
+                if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let _ = s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").await;
+                    let mut buf = String::new();
+                    let _ = s.read_to_string(&mut buf).await;
+                    if !buf.is_empty() {
+                        return buf;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(20), readyz).await.expect("answer");
+        assert!(answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"), "{answer}");
+        assert!(answer.contains(r#""broker":"disabled""#), "{answer}");
+        stop.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(20), server).await.expect("stops in time");
+        ended.expect("no panic").expect("serve ends without an error");
     }
 }

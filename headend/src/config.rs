@@ -58,6 +58,9 @@ impl Default for DatabaseConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
+    /// Take readings from the broker. `false` for a replica that only polls or listens for DLMS
+    /// pushes: it opens no broker connection and its readiness does not wait for one.
+    pub enabled: bool,
     /// Broker URL, `mqtt://host:port` (`MQTT_URL`).
     pub url: String,
     /// Client id of the persistent session; must be unique per replica and stable across restarts.
@@ -82,6 +85,7 @@ pub struct MqttConfig {
 impl Default for MqttConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             url: "mqtt://127.0.0.1:1883".into(),
             client_id: String::new(),
             subscription: "meters/+/readings".into(),

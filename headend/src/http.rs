@@ -225,13 +225,15 @@ async fn readyz(State(s): State<AppState>) -> Response {
         Ok(Err(e)) => format!("unreachable: {e}"),
         Err(_) => "timeout".to_string(),
     };
-    let broker = match (s.mqtt.connected.load(Ordering::Acquire), s.mqtt.subscribed.load(Ordering::Acquire)) {
-        (true, true) => "subscribed",
-        (true, false) => "connected, not subscribed",
-        (false, _) => "disconnected",
-    };
+    let broker =
+        match (s.mqtt.disabled, s.mqtt.connected.load(Ordering::Acquire), s.mqtt.subscribed.load(Ordering::Acquire)) {
+            (true, _, _) => "disabled",
+            (false, true, true) => "subscribed",
+            (false, true, false) => "connected, not subscribed",
+            (false, false, _) => "disconnected",
+        };
     let accepting = s.accepting.load(Ordering::Acquire);
-    let ready = db == "ok" && broker == "subscribed" && accepting;
+    let ready = db == "ok" && matches!(broker, "subscribed" | "disabled") && accepting;
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(json!({"ready": ready, "database": db, "broker": broker, "shutting_down": !accepting}))).into_response()
 }

@@ -62,6 +62,8 @@ pub fn options(cfg: &MqttConfig) -> Result<MqttOptions, BadUrl> {
 /// Shared state other components read (readiness).
 #[derive(Default)]
 pub struct MqttState {
+    /// `mqtt.enabled = false`: no broker is used, readiness does not wait for one.
+    pub disabled: bool,
     pub connected: std::sync::atomic::AtomicBool,
     /// The broker granted the subscription on the current connection. Until then messages published
     /// to a new session are not routed to it, so readiness waits for this too.
@@ -193,6 +195,44 @@ pub async fn run(
     state.subscribed.store(false, Ordering::Release);
     metrics.mqtt_connected.set(0);
     Ok(())
+}
+
+/// Stands in for [`run`] when `mqtt.enabled = false` (a replica that only polls or takes DLMS
+/// pushes): holds the intake's writer handle until `shutdown`, then lets the writer finish. Nothing
+/// is acknowledged, so what the writer reports as committed is discarded.
+pub async fn idle(
+    writer: WriterHandle,
+    mut committed: mpsc::UnboundedReceiver<Vec<AckToken>>,
+    mut writer_done: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) -> Result<(), BadUrl> {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            acks = committed.recv() => if acks.is_none() {
+                shutdown.cancelled().await;
+                break;
+            },
+        }
+    }
+    drop(writer);
+    // The writer finishes once every handle is gone; its end closes `committed`.
+    let drain = async {
+        while committed.recv().await.is_some() {}
+        let _ = writer_done.wait_for(|d| *d).await;
+    };
+    if tokio::time::timeout(Duration::from_secs(60), drain).await.is_err() {
+        tracing::warn!("writer did not finish in time");
+    }
+    Ok(())
+}
+
+impl MqttState {
+    /// The state of an intake that is switched off (`mqtt.enabled = false`) or not.
+    #[must_use]
+    pub fn new(disabled: bool) -> Self {
+        Self { disabled, ..Self::default() }
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

@@ -56,8 +56,8 @@ spec:
           value: "0.0.0.0:{{ $r.port }}"
         {{- end }}
         {{- if ne $role "intake" }}
-        - name: HEADEND_MQTT__SUBSCRIPTION
-          value: {{ $r.mqttSubscription | quote }}
+        - name: HEADEND_MQTT__ENABLED
+          value: "false"
         {{- end }}
         {{- range $k, $v := $r.env }}
         - name: {{ $k }}

@@ -375,7 +375,8 @@ fn dlms_push_ciphered_is_stored_once_and_replays_are_refused() {
     std::fs::write(
         &cfg,
         format!(
-            "[dlms]\nkeys_file = {:?}\npush_listen = \"127.0.0.1:{port}\"\npush_require_ciphered = true\n",
+            // A push-only replica, as the chart runs it: no MQTT intake.
+            "[mqtt]\nenabled = false\n[dlms]\nkeys_file = {:?}\npush_listen = \"127.0.0.1:{port}\"\npush_require_ciphered = true\n",
             keys.to_string_lossy()
         ),
     )
