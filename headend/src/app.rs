@@ -39,6 +39,10 @@ pub async fn serve(
     shutdown: CancellationToken,
     bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> anyhow::Result<()> {
+    if cfg.mqtt.enabled {
+        // A broker URL that cannot work stops the start, before anything listens.
+        mqtt::options(&cfg.mqtt)?;
+    }
     let metrics = Arc::new(Metrics::new());
     let probe = db::connect_retrying(&cfg.database.url, cfg.database.connect_timeout)
         .await
@@ -144,10 +148,12 @@ pub async fn serve(
         })
     };
 
+    let mut failed = None;
     tokio::select! {
         _ = shutdown.cancelled() => {}
         r = &mut Box::pin(wait_mqtt_failure(&mqtt_task)) => {
             tracing::error!("MQTT source ended unexpectedly: {r}");
+            failed = Some(r);
         }
     }
     tracing::info!("shutting down: readiness off, stopping intake");
@@ -161,15 +167,25 @@ pub async fn serve(
     intake_stop.cancel();
     match mqtt_task.await {
         Ok(Ok(())) => tracing::info!("intake stopped; writer flushed and acknowledgements sent"),
-        Ok(Err(e)) => tracing::error!(error = %e, "MQTT source failed"),
-        Err(e) => tracing::error!(error = %e, "MQTT source panicked"),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "MQTT source failed");
+            failed = Some(e.to_string());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "MQTT source panicked");
+            failed = Some(format!("panicked: {e}"));
+        }
     }
     upkeep_stop.cancel();
     let _ = upkeep.await;
     http_stop.cancel();
     http_task.await.context("HTTP task")?.context("HTTP server")?;
     tracing::info!("stopped");
-    Ok(())
+    match failed {
+        // The process must not look like a clean stop to its supervisor.
+        Some(why) => anyhow::bail!("the MQTT source ended: {why}"),
+        None => Ok(()),
+    }
 }
 
 /// Starts the polling collectors when `collect.enabled`: one task per group, a status writer, and

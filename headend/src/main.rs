@@ -379,8 +379,20 @@ fn init_logs(cfg: &HeadendConfig) {
     }
 }
 
+/// Any failure ends the process with status 1 and one line on stderr: the error and its causes
+/// (`headend: connecting to the database: error connecting to server: Connection refused`).
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("headend: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cfg = HeadendConfig::load(cli.config.as_deref())?;
     init_logs(&cfg);
