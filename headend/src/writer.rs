@@ -6,11 +6,14 @@
 //! 2. `INSERT INTO readings … SELECT … ON CONFLICT DO NOTHING` (idempotent: redeliveries and
 //!    repeats are counted as duplicates, never stored twice),
 //! 3. the batch's hours into `rollup_pending` (plain PostgreSQL), its dead letters into
-//!    `dead_letters`,
+//!    `dead_letters`, and for a polled session ([`PollMark`]) its success in `meter_poll_status`
+//!    and its events in `meter_events` — so the poll's outcome is stored if and only if its readings
+//!    are (a replica taking the meter over trusts it: see `collect::scheduler`),
 //! 4. `COMMIT`.
 //!
 //! Only then are the batch's acknowledgement tokens released, in batch order, on the `committed`
-//! channel (invariant: no acknowledgement before the commit). Transient errors are retried with
+//! channel (invariant: no acknowledgement before the commit), and polled sessions told that their
+//! readings are stored. Transient errors are retried with
 //! backoff on a fresh connection (the same batch again: readings by their key and dead letters by
 //! `message_key` are idempotent, so a COMMIT whose reply was lost stores nothing twice). A batch the
 //! database refuses outright is halved until the refused message is alone; that message becomes a
@@ -47,6 +50,19 @@ pub struct AckToken {
     pub pkid: u16,
 }
 
+/// A polled session's outcome, stored in the transaction of its readings: `last_success_at` in
+/// `meter_poll_status` (never moved backwards) and the events it read. `stored` is told once the
+/// transaction has committed (or the message has become a dead letter).
+#[derive(Debug)]
+pub struct PollMark {
+    pub meter_id: i32,
+    pub at: DateTime<Utc>,
+    pub events: Vec<crate::collect::MeterEvent>,
+    /// The events' `source` (`schemas::reading::Source`).
+    pub event_source: i16,
+    pub stored: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
 /// One received message.
 #[derive(Debug)]
 pub struct Envelope {
@@ -62,17 +78,35 @@ pub struct Envelope {
     pub raw: Bytes,
 }
 
+/// A queued message, with a polled session's outcome.
+#[derive(Debug)]
+struct Queued {
+    env: Envelope,
+    polled: Option<PollMark>,
+}
+
+impl From<Envelope> for Queued {
+    fn from(env: Envelope) -> Self {
+        Queued { env, polled: None }
+    }
+}
+
 /// The sending side, cloned by sources. The writer finishes once every handle is dropped and the
 /// queue has been written.
 #[derive(Clone)]
 pub struct WriterHandle {
-    tx: mpsc::Sender<Envelope>,
+    tx: mpsc::Sender<Queued>,
 }
 
 impl WriterHandle {
     /// Queues a message; waits while the queue is full (backpressure).
     pub async fn send(&self, env: Envelope) -> Result<(), WriterClosed> {
-        self.tx.send(env).await.map_err(|_| WriterClosed)
+        self.tx.send(env.into()).await.map_err(|_| WriterClosed)
+    }
+
+    /// Queues a polled session's readings with its outcome, stored in the same transaction.
+    pub async fn send_polled(&self, env: Envelope, polled: PollMark) -> Result<(), WriterClosed> {
+        self.tx.send(Queued { env, polled: Some(polled) }).await.map_err(|_| WriterClosed)
     }
 }
 
@@ -88,6 +122,8 @@ struct Message {
     id: u64,
     rows: Vec<Reading>,
     dead: Vec<DeadLetter>,
+    /// A polled session's outcome (its `stored` sender is kept by the batch).
+    polled: Option<PollMark>,
     source: &'static str,
     origin: Arc<str>,
     raw: Bytes,
@@ -140,18 +176,23 @@ struct Batch {
     rows: usize,
     acks: Vec<AckToken>,
     sent: Vec<DateTime<Utc>>,
+    /// Polled sessions waiting for the commit.
+    stored: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Batch {
     fn new(seq: u64) -> Self {
-        Batch { seq, messages: Vec::new(), rows: 0, acks: Vec::new(), sent: Vec::new() }
+        Batch { seq, messages: Vec::new(), rows: 0, acks: Vec::new(), sent: Vec::new(), stored: Vec::new() }
     }
 
-    fn push(&mut self, id: u64, e: Envelope, window: Window, now: DateTime<Utc>) {
+    fn push(&mut self, id: u64, q: Queued, window: Window, now: DateTime<Utc>) {
+        let Queued { env: e, mut polled } = q;
+        self.stored.extend(polled.as_mut().and_then(|p| p.stored.take()));
         let mut m = Message {
             id,
             rows: e.rows,
             dead: e.dead.into_iter().collect(),
+            polled,
             source: e.source,
             origin: e.origin,
             raw: e.raw,
@@ -243,7 +284,7 @@ fn spawn_with(
 /// `max_wait`, or when the sources are gone. Batches are numbered from 0, the order in which
 /// `sequence` releases their acknowledgements.
 async fn batcher(
-    mut rx: mpsc::Receiver<Envelope>,
+    mut rx: mpsc::Receiver<Queued>,
     out: mpsc::Sender<Batch>,
     cfg: WriterConfig,
     window: Window,
@@ -385,6 +426,9 @@ impl Worker {
             let batch = { batches.lock().await.recv().await };
             let Some(mut batch) = batch else { break };
             self.write_until_done(&mut batch).await;
+            for s in batch.stored.drain(..) {
+                let _ = s.send(());
+            }
             let _ = done.send((batch.seq, std::mem::take(&mut batch.acks)));
         }
     }
@@ -429,6 +473,9 @@ impl Worker {
                 let detail = format!("database refused the message: {error}");
                 m.dead.push(DeadLetter::new(m.source, &m.origin, "store_failed", detail, m.raw.clone()));
                 m.rows.clear();
+                // Its outcome may be what was refused (a meter gone from the inventory): the
+                // session's status report still records it.
+                m.polled = None;
             }
             parts.push(part);
         }
@@ -464,10 +511,11 @@ impl Worker {
             .iter()
             .flat_map(|m| m.dead.iter().enumerate().map(move |(i, d)| (format!("{instance:016x}-{}-{i}", m.id), d)))
             .collect();
+        let polled: Vec<&PollMark> = messages.iter().filter_map(|m| m.polled.as_ref()).collect();
         let mut delay = self.cfg.retry_initial;
         loop {
             let started = Instant::now();
-            match self.write(&rows, &dead).await {
+            match self.write(&rows, &dead, &polled).await {
                 Ok(done) => {
                     self.metrics.writer_commit_seconds.observe(started.elapsed().as_secs_f64());
                     return Ok(done);
@@ -533,7 +581,12 @@ impl Worker {
     }
 
     /// Returns (rows stored, duplicates).
-    async fn write(&mut self, rows: &[Reading], dead: &[(String, &DeadLetter)]) -> Result<(u64, u64), Failure> {
+    async fn write(
+        &mut self,
+        rows: &[Reading],
+        dead: &[(String, &DeadLetter)],
+        polled: &[&PollMark],
+    ) -> Result<(u64, u64), Failure> {
         self.ensure_partitions(rows).await?;
         let plain = self.storage == Storage::Plain;
         let client = self.connection().await?;
@@ -574,6 +627,7 @@ impl Worker {
             }
         }
         insert_dead_letters(&tx, dead).await?;
+        insert_poll_marks(&tx, polled).await?;
         tx.commit().await.map_err(classify)?;
         #[cfg(test)]
         self.lose_commit_reply().await?;
@@ -622,6 +676,50 @@ async fn insert_dead_letters(
     )
     .await
     .map_err(classify)?;
+    Ok(())
+}
+
+/// Records polled sessions' successes and events (meters in key order, one row per meter: the
+/// latest success of the batch; `last_success_at` never moves backwards).
+async fn insert_poll_marks(tx: &tokio_postgres::Transaction<'_>, polled: &[&PollMark]) -> Result<(), Failure> {
+    if polled.is_empty() {
+        return Ok(());
+    }
+    let mut latest: BTreeMap<i32, DateTime<Utc>> = BTreeMap::new();
+    for p in polled {
+        let at = latest.entry(p.meter_id).or_insert(p.at);
+        *at = (*at).max(p.at);
+    }
+    let ids: Vec<i32> = latest.keys().copied().collect();
+    let at: Vec<DateTime<Utc>> = latest.values().copied().collect();
+    tx.execute(
+        "INSERT INTO meter_poll_status AS s (meter_id, last_attempt_at, last_success_at)
+         SELECT id, at, at FROM unnest($1::int[], $2::timestamptz[]) AS u(id, at) ORDER BY id
+         ON CONFLICT (meter_id) DO UPDATE SET
+             last_attempt_at = GREATEST(s.last_attempt_at, EXCLUDED.last_attempt_at),
+             last_success_at = GREATEST(s.last_success_at, EXCLUDED.last_success_at)",
+        &[&ids, &at],
+    )
+    .await
+    .map_err(classify)?;
+    let events: Vec<(i32, i16, &crate::collect::MeterEvent)> =
+        polled.iter().flat_map(|p| p.events.iter().map(|e| (p.meter_id, p.event_source, e))).collect();
+    if !events.is_empty() {
+        let meter: Vec<i32> = events.iter().map(|e| e.0).collect();
+        let ts: Vec<DateTime<Utc>> = events.iter().map(|e| e.2.ts).collect();
+        let code: Vec<i32> = events.iter().map(|e| e.2.code).collect();
+        let source: Vec<i16> = events.iter().map(|e| e.1).collect();
+        let detail: Vec<&serde_json::Value> = events.iter().map(|e| &e.2.detail).collect();
+        tx.execute(
+            "INSERT INTO meter_events (meter_id, ts, code, source, detail)
+             SELECT * FROM unnest($1::int[], $2::timestamptz[], $3::int[], $4::smallint[], $5::jsonb[])
+             ORDER BY 1, 2, 3
+             ON CONFLICT DO NOTHING",
+            &[&meter, &ts, &code, &source, &detail],
+        )
+        .await
+        .map_err(classify)?;
+    }
     Ok(())
 }
 
@@ -730,7 +828,7 @@ mod order {
         let (tx, rx) = mpsc::channel(16);
         let (out, mut batches) = mpsc::channel(16);
         for (pkid, rows) in [(1, 4), (2, 2), (3, 2), (4, 1)] {
-            tx.send(message(pkid, rows)).await.expect("queue");
+            tx.send(message(pkid, rows).into()).await.expect("queue");
         }
         drop(tx);
         let started = tokio::time::Instant::now();
@@ -755,20 +853,20 @@ mod order {
         let metrics = Arc::new(Metrics::new());
         let task = tokio::spawn(batcher(rx, out, config(4, Duration::from_millis(200)), WINDOW, metrics));
         let started = tokio::time::Instant::now();
-        tx.send(message(1, 1)).await.expect("queue");
+        tx.send(message(1, 1).into()).await.expect("queue");
         let mut dead = message(2, 0);
         dead.dead = Some(DeadLetter::new("mqtt", "t", "malformed_json", "bad", Bytes::from_static(b"{")));
-        tx.send(dead).await.expect("queue");
+        tx.send(dead.into()).await.expect("queue");
         let mut future = message(3, 3);
         future.rows.iter_mut().for_each(|r| r.ts = "2031-01-01T00:00:00Z".parse().expect("ts"));
-        tx.send(future).await.expect("queue");
+        tx.send(future.into()).await.expect("queue");
         let b = batches.recv().await.expect("a batch before the sources are gone");
         assert_eq!(started.elapsed(), Duration::from_millis(200));
         assert_eq!((b.seq, contents(&b)), (0, (vec![1, 2, 3], vec![0, 1, 2], 1)));
         let reasons: Vec<Vec<&str>> = b.messages.iter().map(|m| m.dead.iter().map(|d| d.reason).collect()).collect();
         assert_eq!(reasons, vec![vec![], vec!["malformed_json"], vec!["timestamp_out_of_range"]]);
         assert_eq!(&b.messages[2].dead[0].payload[..], b"m3", "a message with no row left keeps its raw bytes");
-        tx.send(message(4, 1)).await.expect("queue");
+        tx.send(message(4, 1).into()).await.expect("queue");
         drop(tx);
         let b = batches.recv().await.expect("the last batch");
         assert_eq!((b.seq, contents(&b)), (1, (vec![4], vec![3], 1)));
@@ -863,6 +961,65 @@ mod store {
 
     async fn count(c: &Client, sql: &str) -> i64 {
         c.query_one(sql, &[]).await.expect(sql).get(0)
+    }
+
+    /// A polled session's success and events are stored in the transaction of its readings, and
+    /// the session is told only once that has committed. Two successes of one meter in a batch make
+    /// one row (the later); a batch written again after a lost COMMIT reply stores the events once
+    /// and never moves the success backwards.
+    #[tokio::test]
+    async fn a_polled_sessions_outcome_is_committed_with_its_readings() {
+        let db = TestDb::new().await;
+        let c = db.migrated().await;
+        let meter = inventory(&c).await;
+        let faults = Faults::default();
+        faults.lost_commit_replies.store(1, Ordering::SeqCst);
+        let cfg = WriterConfig {
+            connections: 1,
+            batch_rows: 1_000_000,
+            max_wait: Duration::from_secs(60),
+            queue_messages: 64,
+            retry_initial: Duration::from_millis(10),
+            retry_max: Duration::from_millis(50),
+        };
+        let (committed, _released) = mpsc::unbounded_channel();
+        let (handle, task) =
+            spawn_with(cfg, db.url.clone(), Storage::Plain, WINDOW, Arc::new(Metrics::new()), committed, faults);
+        let event = crate::collect::MeterEvent { ts: quarter(1), code: 7, detail: serde_json::json!({"e": 1}) };
+        let polled = |rows: Vec<Reading>| Envelope {
+            rows,
+            dead: None,
+            ack: None,
+            sent: None,
+            source: "dlms",
+            origin: "W1".into(),
+            raw: Bytes::from_static(b"[]"),
+        };
+        let mark = |at: DateTime<Utc>, stored| PollMark {
+            meter_id: meter,
+            at,
+            events: vec![event.clone()],
+            event_source: 2,
+            stored: Some(stored),
+        };
+        let at = quarter(6);
+        let (s1, mut told1) = tokio::sync::oneshot::channel();
+        let (s2, told2) = tokio::sync::oneshot::channel();
+        let rows = vec![row(meter, 1, quarter(4)), row(meter, 2, quarter(4))];
+        handle.send_polled(polled(rows), mark(at, s1)).await.expect("queue");
+        handle.send_polled(polled(Vec::new()), mark(quarter(2), s2)).await.expect("queue");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(told1.try_recv().is_err(), "told before the batch was written");
+        assert_eq!(count(&c, "SELECT count(*) FROM meter_poll_status").await, 0);
+        drop(handle);
+        tokio::time::timeout(Duration::from_secs(60), task).await.expect("the writer finishes").expect("writer");
+        told1.await.expect("told after the commit");
+        told2.await.expect("told after the commit");
+        assert_eq!(count(&c, "SELECT count(*) FROM readings").await, 2);
+        assert_eq!(count(&c, "SELECT count(*) FROM meter_events").await, 1, "the event once");
+        let r =
+            c.query_one("SELECT last_success_at, last_attempt_at FROM meter_poll_status", &[]).await.expect("status");
+        assert_eq!((r.get::<_, DateTime<Utc>>(0), r.get::<_, DateTime<Utc>>(1)), (at, at), "the later success");
     }
 
     #[tokio::test]

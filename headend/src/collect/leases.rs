@@ -14,6 +14,11 @@
 //! poller's heartbeat makes the others release what is above the new fair share. Either way the
 //! fleet is rebalanced within about one lease period, without a restart.
 //!
+//! Buckets to hand back are marked draining under the lock sessions take to start, before their
+//! running sessions are counted, so none starts between the count and the hand-back; a session
+//! holds its bucket until its readings are committed. Every claim gives the bucket a new epoch
+//! ([`Leases::epoch`]): a session starts only under the claim its tasks were worked out under.
+//!
 //! Locally a bucket counts as held until `lease_period · 5/6` after the start of the step that last
 //! renewed it — before the database lets anyone else claim it. Sessions check that before they
 //! start and before every retry. A session already running when a lease is lost by expiry (the
@@ -78,6 +83,10 @@ struct Held {
     /// Held buckets claimed from another poller (expired, or handed back to rebalance), as opposed
     /// to never held or released by a graceful stop.
     taken_over: BTreeSet<i32>,
+    /// Bucket → the claim it is held under (a number that grows with every claim of this poller):
+    /// what the scheduler knows of a bucket's meters is only good for the claim it learnt it under.
+    epoch: BTreeMap<i32, u64>,
+    claims: u64,
 }
 
 /// This poller's leases.
@@ -143,11 +152,24 @@ impl Leases {
 
     /// Whether sessions of `bucket` may start now: held, not expired locally, not draining.
     pub fn holds(&self, bucket: i32) -> bool {
-        self.may_start(&self.lock(), bucket)
+        self.may_start(&self.lock(), bucket, None)
     }
 
-    fn may_start(&self, h: &Held, bucket: i32) -> bool {
-        !h.draining.contains(&bucket) && h.until.get(&bucket).is_some_and(|u| *u > Instant::now())
+    /// The claim `bucket` is held under now (0: not held). A bucket lost and claimed again gets a
+    /// new epoch: another poller may have polled its meters in between.
+    pub fn epoch(&self, bucket: i32) -> u64 {
+        let h = self.lock();
+        if h.until.contains_key(&bucket) {
+            h.epoch.get(&bucket).copied().unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
+    fn may_start(&self, h: &Held, bucket: i32, epoch: Option<u64>) -> bool {
+        !h.draining.contains(&bucket)
+            && h.until.get(&bucket).is_some_and(|u| *u > Instant::now())
+            && epoch.is_none_or(|e| h.epoch.get(&bucket).copied().unwrap_or(0) == e)
     }
 
     /// Whether the lease of `bucket` is still valid (draining or not): checked before each retry.
@@ -155,10 +177,11 @@ impl Leases {
         self.lock().until.get(&bucket).is_some_and(|u| *u > Instant::now())
     }
 
-    /// Marks a session of `bucket` as running, if sessions of it may start.
-    pub fn guard(&self, bucket: i32) -> Option<BucketGuard<'_>> {
+    /// Marks a session of `bucket` as running, if sessions of it may start and the bucket is still
+    /// held under the claim `epoch` (what the session's tasks were worked out from).
+    pub fn guard(&self, bucket: i32, epoch: u64) -> Option<BucketGuard<'_>> {
         let h = self.lock();
-        if !self.may_start(&h, bucket) {
+        if !self.may_start(&h, bucket, Some(epoch)) {
             return None;
         }
         self.running.get(bucket as usize)?.fetch_add(1, Ordering::AcqRel);
@@ -228,9 +251,14 @@ impl Leases {
             .map(|r| r.get(0))
             .collect();
         let p = plan(&renewed, usize::try_from(live).unwrap_or(1), self.buckets as usize);
-        // Extra buckets drain first; those without a running session are handed back now.
-        let (release_now, still_draining): (Vec<i32>, Vec<i32>) =
-            p.release.iter().partition(|b| self.running_in(**b) == 0);
+        // Extra buckets drain first; those without a running session are handed back now. They
+        // are marked draining here, under the lock `guard` takes, before the database hands them
+        // on: no session of theirs can start between the count and the hand-back.
+        let (release_now, still_draining): (Vec<i32>, Vec<i32>) = {
+            let mut h = self.lock();
+            h.draining.extend(p.release.iter().copied());
+            p.release.iter().partition(|b| self.running_in(**b) == 0)
+        };
         if !release_now.is_empty() {
             tx.execute(
                 "UPDATE poll_leases SET holder = NULL, expires_at = '-infinity', handed_over = true
@@ -270,8 +298,14 @@ impl Leases {
         now_held.extend(claimed.iter().map(|(b, _)| *b));
         h.until = now_held.iter().map(|b| (*b, until)).collect();
         h.draining = still_draining.into_iter().collect();
-        h.taken_over.retain(|b| renewed.contains(b));
+        h.taken_over.retain(|b| renewed.contains(b) && now_held.contains(b));
         h.taken_over.extend(claimed.iter().filter(|(_, t)| *t).map(|(b, _)| *b));
+        for (b, _) in &claimed {
+            h.claims += 1;
+            let e = h.claims;
+            h.epoch.insert(*b, e);
+        }
+        h.epoch.retain(|b, _| now_held.contains(b));
         let lost: Vec<i32> =
             before.iter().filter(|b| !now_held.contains(b) && !release_now.contains(b)).copied().collect();
         drop(h);
@@ -392,12 +426,12 @@ mod tests {
         // Alone, a takes everything.
         let o = a.step(&pool).await.expect("a");
         assert_eq!((o.live, o.fair, o.claimed.len()), (1, 16, 16));
-        assert!(a.holds(3) && a.guard(3).is_some());
+        assert!(a.holds(3) && a.guard(3, a.epoch(3)).is_some());
 
         // b arrives: nothing is free yet, but a sees two pollers and hands back the upper half.
         let o = b.step(&pool).await.expect("b");
         assert_eq!((o.live, o.fair, o.claimed.len()), (2, 8, 0));
-        let busy = a.guard(15).expect("a session of bucket 15 is running");
+        let busy = a.guard(15, a.epoch(15)).expect("a session of bucket 15 is running");
         let o = a.step(&pool).await.expect("a");
         assert_eq!(o.released, (8..15).rev().collect::<Vec<_>>(), "bucket 15 drains while its session runs");
         assert!(!a.holds(15) && a.valid(15), "draining: no new session, lease kept");
@@ -447,6 +481,32 @@ mod tests {
         let o = a.step(&pool).await.expect("a");
         assert_eq!((o.live, o.held.len()), (1, 16));
         assert!(of_c.iter().all(|x| !a.taken_over(*x)), "after a graceful stop the next holder starts afresh");
+    }
+
+    /// A bucket handed on and claimed back is held under a new epoch: a session worked out under
+    /// the old claim (another poller may have polled its meters since) does not start.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bucket_claimed_again_has_a_new_epoch() {
+        let db = TestDb::new().await;
+        let pool = pool(&db).await;
+        let period = Duration::from_millis(1500);
+        let a = Leases::new("a".into(), 4, period);
+        let b = Leases::new("b".into(), 4, period);
+        a.step(&pool).await.expect("a");
+        let (e0, e3) = (a.epoch(0), a.epoch(3));
+        assert!(e0 > 0 && e3 > 0 && a.guard(3, e3).is_some());
+        assert!(a.guard(3, e3 + 1).is_none(), "another claim's session");
+        b.step(&pool).await.expect("b");
+        assert_eq!(a.step(&pool).await.expect("a").released, vec![3, 2]);
+        assert_eq!(a.epoch(3), 0, "not held");
+        assert!(a.guard(3, e3).is_none());
+        assert_eq!(sorted(b.step(&pool).await.expect("b").claimed), vec![2, 3]);
+        b.release_all(&pool).await.expect("b stops");
+        assert_eq!(sorted(a.step(&pool).await.expect("a").claimed), vec![2, 3]);
+        assert!(a.epoch(3) > e3, "claimed again: a new epoch");
+        assert!(a.guard(3, e3).is_none(), "a session worked out under the old claim does not start");
+        assert!(a.guard(3, a.epoch(3)).is_some());
+        assert_eq!(a.epoch(0), e0, "held throughout: the same epoch");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

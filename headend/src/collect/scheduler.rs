@@ -10,6 +10,15 @@
 //! Meters taken over from another replica start from what the database says: the last stored
 //! interval and the last successful poll (so a meter read this slot by the previous holder is not
 //! read again).
+//!
+//! That is exact because a session's success is committed in the transaction of its readings
+//! ([`crate::writer::PollMark`]: `meter_poll_status.last_success_at` and its events): a poll whose
+//! readings are stored is seen as done by the next holder, one whose readings are not is not — a
+//! poller killed mid-round costs only its sessions not yet committed, read again by the taker
+//! (their readings stored once). A session holds its bucket until that commit, so a bucket handed
+//! back to rebalance has nothing in flight. What the scheduler remembers of a meter is kept only
+//! while its bucket stays held under the same claim ([`Leases::epoch`]): a bucket lost and claimed
+//! back is loaded from the database again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,10 +38,12 @@ use super::status::SessionReport;
 use super::{Capabilities, Collected, PollError, Poller, Target, Tasks};
 use crate::config::{CollectConfig, GroupSchedule, PollProtocol};
 use crate::metrics::Metrics;
-use crate::writer::{Envelope, WriterHandle};
+use crate::writer::{Envelope, PollMark, WriterHandle};
 
 /// How long a round waits before reading the poll status of meters taken over from another
-/// replica: longer than the status writer's batch interval (1 s, `app::start_collectors`).
+/// replica. A bucket handed back has no session in flight (each held it until its readings were
+/// committed); one that expired belonged to a dead or cut-off poller, whose last transaction the
+/// database settles (commits or aborts) as soon as it notices the connection is gone.
 const TAKEOVER_SETTLE: Duration = Duration::from_secs(2);
 
 /// The longest a session may take, whatever its steps' own timeouts say.
@@ -41,6 +52,8 @@ const SESSION_CAP: Duration = Duration::from_secs(300);
 /// What the scheduler remembers of a meter between rounds.
 #[derive(Debug, Clone, Default)]
 struct MeterState {
+    /// The claim of the meter's bucket this was learnt under ([`Leases::epoch`]).
+    epoch: u64,
     profile_until: Option<DateTime<Utc>>,
     profile_done: Option<DateTime<Utc>>,
     registers_done: Option<DateTime<Utc>>,
@@ -189,8 +202,9 @@ fn periods(g: &GroupSchedule) -> [Period; 4] {
 /// database (so a restart back-fills from there) and — for meters taken over from another replica
 /// (`takeover`: their bucket expired or was handed back to rebalance) — when they were last polled
 /// successfully: every task due at that time was done then, so a task whose slot has not passed
-/// since is not due. Meters of buckets never held or released by a graceful stop are polled again
-/// from scratch, as a restarted head-end always did.
+/// since is not due. `last_success_at` is committed with the session's readings, so it is set
+/// exactly for the polls whose readings are stored. Meters of buckets never held or released by a
+/// graceful stop are polled again from scratch, as a restarted head-end always did.
 async fn load_state(shared: &Shared, ids: &[i32], takeover: bool) -> anyhow::Result<HashMap<i32, MeterState>> {
     let mut state: HashMap<i32, MeterState> = ids.iter().map(|id| (*id, MeterState::default())).collect();
     if ids.is_empty() {
@@ -300,10 +314,12 @@ async fn round(
 ) -> anyhow::Result<RoundSummary> {
     let started = Instant::now();
     let targets = targets(shared, group).await?;
-    // Meters no longer ours are forgotten: if their bucket comes back, the database says where
-    // they stand (another replica may have polled them meanwhile).
-    let ours: std::collections::HashSet<i32> = targets.iter().map(|t| t.meter_id).collect();
-    state.retain(|id, _| ours.contains(id));
+    // Meters no longer ours, or whose bucket was lost and claimed again since, are forgotten: the
+    // database says where they stand (another replica may have polled them meanwhile).
+    let leases = &shared.leases;
+    let ours: HashMap<i32, u64> =
+        targets.iter().map(|t| (t.meter_id, leases.epoch(leases.bucket_of(&t.cell, &t.serial)))).collect();
+    state.retain(|id, st| ours.get(id).is_some_and(|e| *e == st.epoch));
     let (taken, fresh): (Vec<&Target>, Vec<&Target>) = targets
         .iter()
         .filter(|t| !state.contains_key(&t.meter_id))
@@ -321,7 +337,11 @@ async fn round(
             continue;
         }
         let ids: Vec<i32> = meters.iter().map(|t| t.meter_id).collect();
-        state.extend(load_state(shared, &ids, takeover).await?);
+        let mut loaded = load_state(shared, &ids, takeover).await?;
+        for (id, st) in &mut loaded {
+            st.epoch = ours.get(id).copied().unwrap_or(0);
+        }
+        state.extend(loaded);
         tracing::info!(group = %group.name, meters = ids.len(), takeover, "meters' state loaded");
     }
     poller.prepare(&targets).await;
@@ -332,7 +352,8 @@ async fn round(
     // task costs ≈ 1.9 KB; at 10,000 sessions, four times the limit held ≈ 75 MB of them.
     let window = Arc::new(tokio::sync::Semaphore::new(shared.cfg.max_sessions.saturating_mul(2).max(1)));
     for target in targets {
-        let st = state.entry(target.meter_id).or_default();
+        let Some(st) = state.get(&target.meter_id) else { continue };
+        let epoch = st.epoch;
         let tasks = tasks_for(&shared.cfg, group, st, now);
         if tasks.is_empty() {
             continue;
@@ -342,9 +363,10 @@ async fn round(
             s = window.clone().acquire_owned() => match s { Ok(s) => s, Err(_) => break },
         };
         // The lease is checked when the session is about to start: the bucket may have been lost or
-        // be being handed back since the round began.
+        // be being handed back since the round began, or lost and claimed again (a new epoch: the
+        // tasks above may be stale; the next round, started by the claim, works them out again).
         let bucket = shared.leases.bucket_of(&target.cell, &target.serial);
-        if !shared.leases.holds(bucket) {
+        if !shared.leases.holds(bucket) || shared.leases.epoch(bucket) != epoch {
             summary.skipped += 1;
             continue;
         }
@@ -353,7 +375,7 @@ async fn round(
         let poller = poller.clone();
         let stop = stop.clone();
         sessions.spawn(async move {
-            let out = match shared.leases.guard(bucket) {
+            let out = match shared.leases.guard(bucket, epoch) {
                 Some(guard) => {
                     let out = session(&shared, &*poller, &target, &tasks, known.as_deref(), bucket, &stop).await;
                     drop(guard);
@@ -402,7 +424,7 @@ fn apply(
         Ok((collected, readings)) => {
             summary.ok += 1;
             summary.readings += readings;
-            let st = state.entry(meter).or_default();
+            let Some(st) = state.get_mut(&meter) else { return };
             if tasks.profile_after.is_some() {
                 st.profile_done = Some(now);
                 if let Some(u) = collected.profile_until {
@@ -490,21 +512,29 @@ async fn session(
         Ok(mut collected) => {
             let rows = std::mem::take(&mut collected.readings);
             let n = rows.len();
-            if n > 0 {
-                m.readings_received.inc_by(n as u64);
-                let raw = Bytes::from(serde_json::to_vec(&RawRows(&rows)).unwrap_or_default());
-                let env = Envelope {
-                    rows,
-                    dead: None,
-                    ack: None,
-                    sent: None,
-                    source: protocol,
-                    origin: target.serial.clone(),
-                    raw,
-                };
-                if shared.writer.send(env).await.is_err() {
-                    return Err(PollError::new("writer_closed", "the writer has stopped", false));
-                }
+            m.readings_received.inc_by(n as u64);
+            // The readings, the success and the events go in one transaction; the session (and
+            // with it the bucket's lease) ends only once it has committed.
+            let raw = Bytes::from(serde_json::to_vec(&RawRows(&rows)).unwrap_or_default());
+            let env = Envelope {
+                rows,
+                dead: None,
+                ack: None,
+                sent: None,
+                source: protocol,
+                origin: target.serial.clone(),
+                raw,
+            };
+            let (stored, committed) = tokio::sync::oneshot::channel();
+            let mark = PollMark {
+                meter_id: target.meter_id,
+                at,
+                events: std::mem::take(&mut collected.events),
+                event_source: source,
+                stored: Some(stored),
+            };
+            if shared.writer.send_polled(env, mark).await.is_err() || committed.await.is_err() {
+                return Err(PollError::new("writer_closed", "the writer has stopped", false));
             }
             let deviation_ms = collected.clock_deviation.map(|d| d.num_milliseconds());
             let threshold = i64::try_from(shared.cfg.clock_threshold.as_millis()).unwrap_or(i64::MAX);
@@ -523,7 +553,7 @@ async fn session(
                 clock_deviation_ms: deviation_ms,
                 clock_flagged: flagged && !collected.clock_synced,
                 capabilities: collected.capabilities.clone().map(|c| (protocol, c)),
-                events: std::mem::take(&mut collected.events),
+                events: Vec::new(),
                 source,
             };
             let _ = shared.status.send(report).await;
@@ -620,6 +650,7 @@ mod tests {
             events_done: Some(t("2026-11-23T23:02:00Z")),
             clock_done: Some(t("2026-11-23T23:02:00Z")),
             events_until: None,
+            epoch: 0,
         };
         let later = tasks_for(&cfg, &g, &st, now);
         assert_eq!(later.profile_after, Some(t("2026-11-24T09:45:00Z")), "from the last stored interval");
