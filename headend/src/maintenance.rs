@@ -1,8 +1,8 @@
 //! Storage upkeep, on its own connection, never in the ingest path:
 //! - plain PostgreSQL: daily partitions created ahead, the hourly rollup brought up to date from
 //!   `rollup_pending`, partitions past the retention dropped;
-//! - TimescaleDB: compression and retention policies registered (the extension runs them, and its
-//!   continuous aggregate refreshes itself).
+//! - TimescaleDB: the compression policy registered (the extension runs it, and its continuous
+//!   aggregate refreshes itself); chunks past the retention dropped (keeping the rollup's hours).
 //!
 //! Replicas coordinate with advisory locks: one refresher at a time.
 
@@ -149,14 +149,6 @@ async fn upkeep(
         Storage::Plain => {
             let n = ensure_partitions(c, today, cfg.partitions_ahead_days).await?;
             metrics.partitions_created.inc_by(u64::from(n));
-            if let Some(keep) = cfg.retention {
-                let days = i64::try_from(keep.as_secs() / 86_400).unwrap_or(i64::MAX).max(1);
-                let cutoff = today - chrono::Duration::days(days);
-                let dropped: i32 = c.query_one("SELECT headend_drop_partitions_before($1)", &[&cutoff]).await?.get(0);
-                if dropped > 0 {
-                    tracing::info!(dropped, %cutoff, "partitions past retention dropped");
-                }
-            }
         }
         Storage::Timescale => {
             let after = humantime::format_duration(cfg.compress_after).to_string();
@@ -165,14 +157,17 @@ async fn upkeep(
                 &[&after],
             )
             .await?;
-            if let Some(keep) = cfg.retention {
-                let keep = humantime::format_duration(keep).to_string();
-                c.execute(
-                    "SELECT add_retention_policy('readings', $1::text::interval, if_not_exists => true)",
-                    &[&keep],
-                )
-                .await?;
-            }
+        }
+    }
+    // Retention the same way on both paths (whole days or chunks; no TimescaleDB retention policy:
+    // its drop_chunks would empty the dropped hours of the continuous aggregate at the next refresh,
+    // see migration 12). The hourly rollup keeps its rows.
+    if let Some(keep) = cfg.retention {
+        let days = i64::try_from(keep.as_secs() / 86_400).unwrap_or(i64::MAX).max(1);
+        let cutoff = today - chrono::Duration::days(days);
+        let dropped: i32 = c.query_one("SELECT headend_drop_partitions_before($1)", &[&cutoff]).await?.get(0);
+        if dropped > 0 {
+            tracing::info!(dropped, %cutoff, "partitions past retention dropped");
         }
     }
     Ok(())

@@ -102,6 +102,14 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "push_counters",
         sql: Sql::Common(include_str!("../migrations/0011_push_counters.sql")),
     },
+    Migration {
+        version: 12,
+        name: "rollup_window",
+        sql: Sql::PerStorage {
+            timescale: include_str!("../migrations/0012_rollup_window.timescale.sql"),
+            plain: include_str!("../migrations/0012_rollup_window.plain.sql"),
+        },
+    },
 ];
 
 #[cfg(test)]
