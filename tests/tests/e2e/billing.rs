@@ -10,6 +10,7 @@ use meter_sim::Fleet;
 use rust_decimal::Decimal;
 
 use crate::pipeline::{ts, Pipeline};
+use schemas::migrations::Storage;
 use tests::procs;
 
 /// The local (Europe/Belgrade) month of October 2026 in UTC interval ends.
@@ -25,16 +26,36 @@ fn kwh(wh: i64) -> Decimal {
 
 #[test]
 fn a_month_of_one_building_is_billed_from_its_own_readings() {
+    a_month_of_one_building(Storage::Plain);
+}
+
+/// The same on TimescaleDB, with every chunk of the month compressed before the run (as the
+/// compression policy leaves a billed month): billing reads its boundary registers from
+/// compressed chunks.
+#[test]
+fn timescale_a_month_of_one_building_is_billed_from_its_compressed_readings() {
+    a_month_of_one_building(Storage::Timescale);
+}
+
+fn a_month_of_one_building(storage: Storage) {
     let seed = 21;
     let fleet = Fleet::new(seed);
     let meters = fleet.building_start(1); // exactly the first building: its master and every flat
     let building = fleet.building(0);
-    let mut p = Pipeline::new("billing", meters, seed, false).expect("pipeline");
+    let mut p = Pipeline::on(storage, "billing", meters, seed).expect("pipeline");
     let headend = p.start_headend().expect("head-end");
     let summary = p.publish(PUBLISH_FROM, TO, &[]).expect("simulator");
     let expected = summary["readings"].as_i64().expect("readings");
     p.wait_for_readings(expected, Duration::from_secs(600)).expect("the month is stored");
     drop(headend);
+    if storage == Storage::Timescale {
+        let chunks =
+            p.query_i64("SELECT count(compress_chunk(c))::bigint FROM show_chunks('readings') c").expect("compress");
+        let compressed = p
+            .query_i64("SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'readings' AND is_compressed")
+            .expect("chunks");
+        assert!(chunks >= 31 && compressed == chunks, "{compressed} of {chunks} chunks compressed");
+    }
 
     let out = p.dir.path().join("bills");
     let out_s = out.to_string_lossy().to_string();

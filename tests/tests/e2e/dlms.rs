@@ -14,8 +14,11 @@ use meter_sim::dlms::faults::{FaultRates, SessionFault};
 use tests::procs::{self, Proc};
 
 use crate::pipeline::Pipeline;
+use schemas::migrations::Storage;
 
+/// Meters of the polling test on the plain path; the TimescaleDB variant polls fewer (CI time).
 const METERS: usize = 2000;
+const TIMESCALE_METERS: usize = 300;
 const SEED: u64 = 11;
 const FAULT_SEED: u64 = 12;
 
@@ -83,8 +86,13 @@ struct Rig {
 
 impl Rig {
     fn start(tag: &str, meters: usize, seed: u64, sim_args: &[&str]) -> Rig {
+        Self::start_on(Storage::Plain, tag, meters, seed, sim_args)
+    }
+
+    /// [`Rig::start`] on a storage path.
+    fn start_on(storage: Storage, tag: &str, meters: usize, seed: u64, sim_args: &[&str]) -> Rig {
         let port = tests::free_port().expect("port");
-        let p = Pipeline::with_inventory(tag, meters, seed, false, &["--protocol", "dlms"], |csv| {
+        let p = Pipeline::with_inventory_on(storage, tag, meters, seed, &["--protocol", "dlms"], |csv| {
             csv.replace(":4059,", &format!(":{port},"))
         })
         .expect("pipeline");
@@ -128,14 +136,30 @@ fn write_keys(p: &Pipeline, meters: usize, seed: u64) -> std::path::PathBuf {
 
 #[test]
 fn dlms_polling_with_faults_stores_the_model_and_backfills_the_gaps() {
+    polling_with_faults(Storage::Plain, METERS);
+}
+
+/// The same on TimescaleDB: the polled profile (the last two days) lands in the hypertable, and the
+/// hourly continuous aggregate agrees with it.
+#[test]
+fn timescale_dlms_polling_with_faults_stores_the_model_and_backfills_the_gaps() {
+    let p = polling_with_faults(Storage::Timescale, TIMESCALE_METERS);
+    assert!(p.query_i64("SELECT count(*) FROM show_chunks('readings')").expect("chunks") >= 2, "chunks by day");
+    crate::ingest::run_policy(&p, "policy_refresh_continuous_aggregate");
+    assert_eq!(crate::ingest::hourly_disagreements(&p), 0, "readings_hourly equals the polled readings");
+}
+
+/// The polling test on one storage path with `meters` meters; its pipeline afterwards.
+fn polling_with_faults(storage: Storage, meters: usize) -> Pipeline {
     let r = rates();
     let (refuse, no_answer, drop_rate, corrupt) =
         (r.refuse.to_string(), r.no_answer.to_string(), r.drop.to_string(), r.corrupt.to_string());
     let (latency_rate, drift, fault_seed) =
         (r.latency_rate.to_string(), r.clock_drift.to_string(), FAULT_SEED.to_string());
-    let mut rig = Rig::start(
+    let mut rig = Rig::start_on(
+        storage,
         "dlms",
-        METERS,
+        meters,
         SEED,
         &[
             "--history",
@@ -162,13 +186,13 @@ fn dlms_polling_with_faults_stores_the_model_and_backfills_the_gaps() {
     let headend = rig.headend(CONFIG);
     let p = &rig.p;
 
-    let all: BTreeSet<usize> = (0..METERS).collect();
+    let all: BTreeSet<usize> = (0..meters).collect();
     let mut missing = failed_in(0, &all);
-    assert!(!missing.is_empty() && missing.len() < METERS / 10, "the faults hit some meters: {}", missing.len());
-    let mut sessions = METERS;
+    assert!(!missing.is_empty() && missing.len() < meters / 10, "the faults hit some meters: {}", missing.len());
+    let mut sessions = meters;
     let mut failures = missing.len();
     wait_round(&headend, sessions, missing.len());
-    wait_stored_meters(p, METERS - missing.len());
+    wait_stored_meters(p, meters - missing.len());
     check_round(p, &headend, &missing, started);
     check_clocks(p, &missing);
     // The standard event logs were read too, and the capability profile of each meter kept.
@@ -180,7 +204,7 @@ fn dlms_polling_with_faults_stores_the_model_and_backfills_the_gaps() {
              WHERE max_pdu > 0 AND details->'capture' = '[\"clock\", \"1.0.1.8.0.255\", \"1.0.2.8.0.255\"]'",
         )
         .expect("capabilities");
-    assert_eq!(caps as usize, METERS - missing.len(), "capability profiles of the meters read");
+    assert_eq!(caps as usize, meters - missing.len(), "capability profiles of the meters read");
 
     // Further rounds on request poll exactly the meters that failed, until none is left.
     let mut round = 1u32;
@@ -192,7 +216,7 @@ fn dlms_polling_with_faults_stores_the_model_and_backfills_the_gaps() {
         sessions += polled;
         failures += missing.len();
         wait_round(&headend, sessions, missing.len());
-        wait_stored_meters(p, METERS - missing.len());
+        wait_stored_meters(p, meters - missing.len());
         check_round(p, &headend, &missing, started);
         round += 1;
     }
@@ -210,6 +234,7 @@ fn dlms_polling_with_faults_stores_the_model_and_backfills_the_gaps() {
     assert_eq!(injected as usize, failures, "every injected session fault, and nothing else, failed a session");
     assert_eq!(summary["protocol_errors"].as_u64(), Some(0), "the head-end spoke correct DLMS: {summary}");
     drop(headend);
+    rig.p
 }
 
 /// Waits for the round that brings the head-end to `sessions` sessions in all, and checks that it
@@ -240,7 +265,7 @@ fn wait_stored_meters(p: &Pipeline, n: usize) {
 /// Every stored value equals the model; meters in `missing` have nothing, the others have every
 /// load-profile interval of the checked window and their four registers; the ledger agrees.
 fn check_round(p: &Pipeline, headend: &procs::Headend, missing: &BTreeSet<usize>, started: DateTime<Utc>) {
-    let model = meter_sim::Model::with_meters(SEED, METERS);
+    let model = meter_sim::Model::with_meters(SEED, p.meters);
     let rows: Vec<(String, i16, DateTime<Utc>, i64, i16)> =
         p.stored().expect("rows").into_iter().map(|r| (r.serial, r.channel, r.ts, r.value, r.flags)).collect();
     // Every value is the model's value at its interval (registers: the last interval end at or
@@ -286,7 +311,7 @@ fn check_round(p: &Pipeline, headend: &procs::Headend, missing: &BTreeSet<usize>
         window.push(t);
         t += chrono::Duration::minutes(15);
     }
-    for i in (0..METERS).filter(|i| !missing.contains(i)) {
+    for i in (0..p.meters).filter(|i| !missing.contains(i)) {
         let got = profile
             .get(&i)
             .map_or(0, |s| window.iter().filter(|t| s.contains(&(1, **t)) && s.contains(&(4, **t))).count());
@@ -295,13 +320,13 @@ fn check_round(p: &Pipeline, headend: &procs::Headend, missing: &BTreeSet<usize>
         assert!(registers.get(&i).copied().unwrap_or(0) <= 4, "{}", meter_sim::serial(i));
     }
     let with_registers = registers.values().filter(|n| **n == 4).count();
-    assert!(with_registers >= (METERS - missing.len()) * 99 / 100, "{with_registers} meters with 4 registers");
+    assert!(with_registers >= (p.meters - missing.len()) * 99 / 100, "{with_registers} meters with 4 registers");
 
     // The ledger has no row for a missing meter, and a full day for the others where the window
     // covers one.
     let ledger_meters =
         p.query_i64("SELECT count(DISTINCT meter_id)::bigint FROM read_ledger WHERE received > 0").expect("ledger");
-    assert_eq!(ledger_meters as usize, METERS - missing.len());
+    assert_eq!(ledger_meters as usize, p.meters - missing.len());
     let off = p
         .query_i64(
             "SELECT count(*)::bigint FROM
@@ -339,7 +364,7 @@ fn check_clocks(p: &Pipeline, missing: &BTreeSet<usize>) {
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect()
     });
-    assert_eq!(status.len(), METERS, "every meter has a poll status");
+    assert_eq!(status.len(), p.meters, "every meter has a poll status");
     let mut drifting = 0;
     for (serial, dev, flagged) in status {
         let i = meter_sim::Model::new(SEED).index_of(&serial).expect("serial");

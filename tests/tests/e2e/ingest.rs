@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::pipeline::Pipeline;
+use schemas::migrations::Storage;
 use tests::procs;
 
 /// Two days around the autumn DST change in Belgrade (2026-10-25 has 25 local hours).
@@ -19,8 +20,66 @@ fn i(v: &serde_json::Value, key: &str) -> i64 {
 
 #[test]
 fn two_thousand_meters_two_days_every_reading_equals_the_model() {
-    let meters = 2000;
-    let mut p = Pipeline::new("model", meters, 7, false).expect("pipeline");
+    every_reading_equals_the_model(Storage::Plain, 2000);
+}
+
+/// The same on TimescaleDB (fewer meters: CI time), then what only that path has: a hypertable in
+/// chunks, compressed chunks read back equal to the model and written to again, the continuous
+/// aggregate's policy materialising weeks-old data, and retention by chunk.
+#[test]
+fn timescale_two_days_every_reading_equals_the_model_compressed_and_rolled_up() {
+    let (p, headend, expected) = every_reading_equals_the_model(Storage::Timescale, 300);
+    check_timescale(&p, &headend, expected);
+    drop(headend);
+}
+
+/// A reading that arrives 60 days late, after the continuous aggregate's refresh policy has moved
+/// its watermark to the present, reaches `readings_hourly` when the policy runs next (migration 12;
+/// with migration 2's 30-day window it never did: neither materialised nor real-time).
+#[test]
+fn timescale_a_reading_60_days_late_reaches_the_hourly_rollup() {
+    let meters = 20;
+    let mut p = Pipeline::on(Storage::Timescale, "late", meters, 5).expect("pipeline");
+    let headend = p.start_headend().expect("head-end");
+    let hour = |t: chrono::DateTime<chrono::Utc>| {
+        chrono::DurationRound::duration_trunc(t, chrono::Duration::hours(1)).expect("hour")
+    };
+    let now = hour(chrono::Utc::now());
+    let per_hour = meters as i64 * 4 * VALUES_PER_MESSAGE;
+    let (from, to) = ((now - chrono::Duration::hours(3)).to_rfc3339(), (now - chrono::Duration::hours(2)).to_rfc3339());
+    assert_eq!(i(&p.publish(&from, &to, &[]).expect("simulator"), "readings"), per_hour);
+    p.wait_for_readings(per_hour, Duration::from_secs(60)).expect("recent hour stored");
+    run_policy(&p, "policy_refresh_continuous_aggregate");
+    assert!(materialized_hours(&p) > 0, "the recent hour materialised: the watermark is near now");
+
+    let late = now - chrono::Duration::days(60);
+    let (from, to) = ((late - chrono::Duration::hours(1)).to_rfc3339(), late.to_rfc3339());
+    assert_eq!(i(&p.publish(&from, &to, &[]).expect("simulator"), "readings"), per_hour);
+    p.wait_for_readings(2 * per_hour, Duration::from_secs(60)).expect("late hour stored");
+    run_policy(&p, "policy_refresh_continuous_aggregate");
+    let late_rows = p.rt.block_on(async {
+        let c = p.db.client().await.expect("db");
+        let since = late - chrono::Duration::hours(2);
+        c.query_one(
+            "SELECT count(*), coalesce(sum(samples), 0)::bigint FROM readings_hourly WHERE hour >= $1 AND hour < $2",
+            &[&since, &late],
+        )
+        .await
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+        .expect("late hours")
+    });
+    // Interval ends in (late − 1 h, late]: three in the hour before `late`, one at `late` itself.
+    assert_eq!(late_rows.1, per_hour - meters as i64 * VALUES_PER_MESSAGE, "the late hour's samples: {late_rows:?}");
+    assert_eq!(hourly_disagreements(&p), 0, "readings_hourly equals the raw readings hour by hour");
+    drop(headend);
+}
+
+/// The model test on one storage path: the pipeline, its head-end (still running) and the number
+/// of readings stored.
+fn every_reading_equals_the_model(storage: Storage, meters: usize) -> (Pipeline, procs::Headend, i64) {
+    let mut p = Pipeline::on(storage, "model", meters, 7).expect("pipeline");
+    let recorded = format!("SELECT count(*) FROM schema_migrations WHERE storage <> '{}'", p.storage.as_str());
+    assert_eq!(p.query_i64(&recorded).expect("schema_migrations"), 0, "migrated for {storage:?}");
     let headend = p.start_headend().expect("head-end");
     let summary = p
         .publish(
@@ -65,7 +124,8 @@ fn two_thousand_meters_two_days_every_reading_equals_the_model() {
     );
     check_readings_api(&p, &headend);
 
-    // The hourly rollup of the plain-PostgreSQL path catches up with what was stored.
+    // The hourly rollup catches up with what was stored (plain: refreshed from rollup_pending;
+    // TimescaleDB: the continuous aggregate, real-time above its watermark).
     let start = std::time::Instant::now();
     loop {
         let samples = p.query_i64("SELECT coalesce(sum(samples), 0)::bigint FROM readings_hourly").expect("rollup");
@@ -75,8 +135,145 @@ fn two_thousand_meters_two_days_every_reading_equals_the_model() {
         assert!(start.elapsed() < Duration::from_secs(60), "rollup has {samples} of {expected} samples");
         std::thread::sleep(Duration::from_millis(500));
     }
+    assert_eq!(hourly_disagreements(&p), 0, "readings_hourly equals the raw readings hour by hour");
     check_ledger(&p, &headend);
-    drop(headend);
+    (p, headend, expected)
+}
+
+/// Runs the job of a TimescaleDB policy (`proc_name` in `timescaledb_information.jobs`) now, in
+/// this session (`CALL run_job`), and returns its id.
+pub fn run_policy(p: &Pipeline, proc_name: &str) -> i32 {
+    p.rt.block_on(async {
+        let c = p.db.client().await?;
+        let id: i32 = c
+            .query_one("SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = $1", &[&proc_name])
+            .await?
+            .get(0);
+        c.batch_execute(&format!("CALL run_job({id})")).await?;
+        anyhow::Ok(id)
+    })
+    .unwrap_or_else(|e| panic!("running the {proc_name} job: {e:#}"))
+}
+
+/// Hour × meter × channel groups where `readings_hourly` disagrees with the raw readings (count,
+/// sum, first/last, min/max), either side missing included.
+pub fn hourly_disagreements(p: &Pipeline) -> i64 {
+    p.query_i64(
+        "SELECT count(*)::bigint FROM
+             (SELECT date_bin('1 hour', ts, TIMESTAMPTZ 'epoch') AS hour, meter_id, channel_id, count(*)::integer AS samples,
+                     sum(value) AS sum_value, min(value) AS min_value, max(value) AS max_value,
+                     min(ts) AS first_ts, max(ts) AS last_ts,
+                     (array_agg(value ORDER BY ts))[1] AS first_value,
+                     (array_agg(value ORDER BY ts DESC))[1] AS last_value
+              FROM readings GROUP BY 1, 2, 3) r
+         FULL JOIN readings_hourly h USING (hour, meter_id, channel_id)
+         WHERE (r.samples, r.sum_value, r.min_value, r.max_value, r.first_ts, r.last_ts, r.first_value, r.last_value)
+               IS DISTINCT FROM
+               (h.samples, h.sum_value, h.min_value, h.max_value, h.first_ts, h.last_ts, h.first_value, h.last_value)",
+    )
+    .expect("hourly comparison")
+}
+
+/// Rows materialised by the continuous aggregate (its hypertable, not the real-time part).
+pub fn materialized_hours(p: &Pipeline) -> i64 {
+    p.rt.block_on(async {
+        let c = p.db.client().await?;
+        let row = c
+            .query_one(
+                "SELECT format('%I.%I', materialization_hypertable_schema, materialization_hypertable_name)
+                 FROM timescaledb_information.continuous_aggregates WHERE view_name = 'readings_hourly'",
+                &[],
+            )
+            .await?;
+        let table: String = row.get(0);
+        anyhow::Ok(c.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await?.get::<_, i64>(0))
+    })
+    .expect("materialized rows")
+}
+
+fn check_timescale(p: &Pipeline, headend: &procs::Headend, expected: i64) {
+    // A hypertable with a chunk per UTC day (interval ends 2026-10-24 00:15 … 2026-10-26 00:00).
+    let hypertables = p
+        .query_i64("SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = 'readings'")
+        .expect("hypertables");
+    assert_eq!(hypertables, 1, "readings is a hypertable");
+    let chunks = p.query_i64("SELECT count(*) FROM show_chunks('readings')").expect("chunks");
+    assert_eq!(chunks, 3, "one chunk per UTC day touched");
+
+    // The refresh policy materialises these weeks-old hours (not only the real-time part), and
+    // every hour equals the raw readings.
+    let groups = p
+        .query_i64("SELECT count(*) FROM (SELECT DISTINCT date_bin('1 hour', ts, TIMESTAMPTZ 'epoch'), meter_id, channel_id FROM readings) g")
+        .expect("groups");
+    run_policy(p, "policy_refresh_continuous_aggregate");
+    assert_eq!(materialized_hours(p), groups, "the refresh policy materialised every hour");
+    assert_eq!(hourly_disagreements(p), 0, "readings_hourly equals the raw readings hour by hour");
+
+    // Compressed (what the compression policy does after storage.compress_after), every reading
+    // still equals the model, and so does every hour.
+    let compressed =
+        p.query_i64("SELECT count(compress_chunk(c))::bigint FROM show_chunks('readings') c").expect("compress_chunk");
+    assert_eq!(compressed, chunks);
+    let still = p
+        .query_i64(
+            "SELECT count(*) FROM timescaledb_information.chunks
+             WHERE hypertable_name = 'readings' AND is_compressed",
+        )
+        .expect("compressed chunks");
+    assert_eq!(still, chunks, "every chunk compressed");
+    let (before, after) =
+        p.rt.block_on(async {
+            let c = p.db.client().await?;
+            let r = c
+                .query_one(
+                    "SELECT sum(before_compression_total_bytes)::bigint, sum(after_compression_total_bytes)::bigint
+                     FROM chunk_compression_stats('readings')",
+                    &[],
+                )
+                .await?;
+            anyhow::Ok((r.get::<_, i64>(0), r.get::<_, i64>(1)))
+        })
+        .expect("compression stats");
+    assert!(after * 4 < before, "compression saves space: {before} → {after} bytes");
+    assert_eq!(p.verify(FROM, TO).expect("compressed readings equal the model") as i64, expected);
+    assert_eq!(hourly_disagreements(p), 0, "readings_hourly over compressed chunks");
+    check_readings_api(p, headend);
+
+    // The head-end writes into compressed chunks: the first hour again is stored as duplicates,
+    // nothing twice.
+    let dup_before =
+        procs::metric(&headend.metrics().expect("metrics"), "headend_readings_duplicate_total").unwrap_or(0.0);
+    let summary = p.publish(FROM, "2026-10-24T01:00:00Z", &[]).expect("simulator again");
+    let again = i(&summary, "readings");
+    let start = std::time::Instant::now();
+    loop {
+        let m = headend.metrics().expect("metrics");
+        let dup = procs::metric(&m, "headend_readings_duplicate_total").unwrap_or(0.0);
+        if dup - dup_before >= again as f64 {
+            assert_eq!(dup - dup_before, again as f64, "every reading of the hour again is a duplicate");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{dup} duplicates:\n{m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(p.query_i64("SELECT count(*) FROM readings").expect("count"), expected, "nothing stored twice");
+
+    // Retention by chunk: the day before the cutoff goes, whole; the hourly rollup keeps its hours
+    // (as the plain path's rollup table does).
+    let hours_before =
+        p.query_i64("SELECT count(*) FROM readings_hourly WHERE hour < '2026-10-25T00:00:00Z'").expect("hours");
+    let dropped = p.query_i64("SELECT headend_drop_partitions_before('2026-10-25')::bigint").expect("retention");
+    assert_eq!(dropped, 1, "the chunk of 2026-10-24 dropped");
+    assert_eq!(p.query_i64("SELECT count(*) FROM show_chunks('readings')").expect("chunks"), chunks - 1);
+    assert_eq!(
+        p.query_i64("SELECT count(*) FROM readings WHERE ts < '2026-10-25T00:00:00Z'").expect("old"),
+        0,
+        "nothing older than the cutoff"
+    );
+    run_policy(p, "policy_refresh_continuous_aggregate");
+    let hours_after =
+        p.query_i64("SELECT count(*) FROM readings_hourly WHERE hour < '2026-10-25T00:00:00Z'").expect("hours");
+    assert_eq!(hours_after, hours_before, "the hourly rollup outlives the raw readings");
 }
 
 /// The read-completeness ledger counted each stored 1.8.0 interval exactly once (duplicates not

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
+use schemas::migrations::Storage;
 use schemas::ObisCode;
 use tests::broker::Broker;
 use tests::pg::{PgCluster, TestDatabase};
@@ -27,6 +28,8 @@ pub struct Pipeline {
     pub spec: HeadendSpec,
     pub meters: usize,
     pub seed: u64,
+    /// The storage path the database was migrated with (`database.timescale` = off or on).
+    pub storage: Storage,
     headends: usize,
     /// An API token of the operator account `e2e-operator`, made after migration.
     pub token: String,
@@ -46,10 +49,36 @@ pub fn ts(s: &str) -> DateTime<Utc> {
     s.parse().expect("RFC 3339 time")
 }
 
+/// `database.timescale` for a storage path: plain pipelines say `off` explicitly, so a server that
+/// preloads TimescaleDB still tests the plain path.
+pub fn timescale_setting(storage: Storage) -> &'static str {
+    match storage {
+        Storage::Plain => "off",
+        Storage::Timescale => "on",
+    }
+}
+
+/// The server a pipeline's database is made on.
+enum Server {
+    /// The shared server of `DATABASE_URL`.
+    Shared,
+    /// A private cluster the test may stop and start.
+    Private,
+    /// The test command's TimescaleDB cluster (`TIMESCALE_DATABASE_URL`, started when missing).
+    Timescale,
+}
+
 impl Pipeline {
-    /// Everything up to a migrated database holding the simulator's inventory of `meters` meters.
+    /// Everything up to a migrated database holding the simulator's inventory of `meters` meters
+    /// (plain PostgreSQL).
     pub fn new(tag: &str, meters: usize, seed: u64, private_cluster: bool) -> anyhow::Result<Pipeline> {
         Self::with_inventory(tag, meters, seed, private_cluster, &["--protocol", "mqtt"], |csv| csv)
+    }
+
+    /// [`Pipeline::new`] on a storage path: plain on the shared server, TimescaleDB on the test
+    /// command's TimescaleDB cluster.
+    pub fn on(storage: Storage, tag: &str, meters: usize, seed: u64) -> anyhow::Result<Pipeline> {
+        Self::with_inventory_on(storage, tag, meters, seed, &["--protocol", "mqtt"], |csv| csv)
     }
 
     /// [`Pipeline::new`] with further `meter-sim inventory` arguments and a rewrite of the CSV
@@ -62,14 +91,59 @@ impl Pipeline {
         inventory_args: &[&str],
         rewrite: impl FnOnce(String) -> String,
     ) -> anyhow::Result<Pipeline> {
+        let server = if private_cluster { Server::Private } else { Server::Shared };
+        Self::build(server, tag, meters, seed, inventory_args, rewrite)
+    }
+
+    /// [`Pipeline::with_inventory`] on a storage path (see [`Pipeline::on`]).
+    pub fn with_inventory_on(
+        storage: Storage,
+        tag: &str,
+        meters: usize,
+        seed: u64,
+        inventory_args: &[&str],
+        rewrite: impl FnOnce(String) -> String,
+    ) -> anyhow::Result<Pipeline> {
+        let server = match storage {
+            Storage::Plain => Server::Shared,
+            Storage::Timescale => Server::Timescale,
+        };
+        Self::build(server, tag, meters, seed, inventory_args, rewrite)
+    }
+
+    fn build(
+        server: Server,
+        tag: &str,
+        meters: usize,
+        seed: u64,
+        inventory_args: &[&str],
+        rewrite: impl FnOnce(String) -> String,
+    ) -> anyhow::Result<Pipeline> {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let dir = tempfile::Builder::new().prefix(&format!("hes-e2e-{tag}-")).tempdir()?;
         let broker = Broker::temporary()?;
-        let cluster = if private_cluster { Some(PgCluster::temporary()?) } else { None };
-        let admin = cluster.as_ref().map_or_else(tests::pg::admin_url, |c| c.url("postgres"));
+        let (cluster, admin, storage) = match server {
+            Server::Shared => (None, tests::pg::admin_url(), Storage::Plain),
+            Server::Private => {
+                let c = PgCluster::temporary()?;
+                let url = c.url("postgres");
+                (Some(c), url, Storage::Plain)
+            }
+            Server::Timescale => {
+                if std::env::var_os("TIMESCALE_DATABASE_URL").is_none() {
+                    tests::timescale::ensure_cluster()?;
+                }
+                (None, tests::timescale::admin_url(), Storage::Timescale)
+            }
+        };
         let db = rt.block_on(TestDatabase::create(&admin, tag))?;
-        let env = [("DATABASE_URL", db.url.as_str())];
-        procs::run_bin("headend", &["migrate"], &env)?;
+        let timescale = timescale_setting(storage);
+        let env = [("DATABASE_URL", db.url.as_str()), ("HEADEND_DATABASE__TIMESCALE", timescale)];
+        let report = procs::run_bin("headend", &["migrate"], &env)?;
+        let report: serde_json::Value = serde_json::from_str(report.trim()).context("migrate report")?;
+        if report["storage"] != storage.as_str() {
+            bail!("migrated for {} storage, wanted {}: {report}", report["storage"], storage.as_str());
+        }
         let inv = dir.path().join("inventory.csv");
         let inv_s = inv.to_string_lossy().to_string();
         let (m, sd) = (meters.to_string(), seed.to_string());
@@ -89,9 +163,10 @@ impl Pipeline {
                 // The tests publish fixed past days (a DST change included).
                 ("HEADEND_INGEST__MAX_AGE".into(), "3650days".into()),
                 ("HEADEND_WRITER__MAX_WAIT".into(), "100ms".into()),
+                ("HEADEND_DATABASE__TIMESCALE".into(), timescale.into()),
             ],
         };
-        Ok(Pipeline { rt, dir, broker, cluster, db, spec, meters, seed, headends: 0, token })
+        Ok(Pipeline { rt, dir, broker, cluster, db, spec, meters, seed, storage, headends: 0, token })
     }
 
     /// Starts a head-end (the same persistent MQTT session every time) and waits until ready.

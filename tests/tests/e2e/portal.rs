@@ -19,6 +19,7 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 use crate::pipeline::{ts, Pipeline};
+use schemas::migrations::Storage;
 use tests::procs;
 
 /// Published interval ends in (FROM, TO]: from local midnight of 25 October 2026 (CEST) to local midnight of
@@ -154,6 +155,16 @@ fn exchange(csv: &str, old: &str, new: &str) -> String {
 
 #[test]
 fn a_household_sees_its_own_consumption_as_the_model_says() {
+    household_portal(Storage::Plain);
+}
+
+/// The same on TimescaleDB.
+#[test]
+fn timescale_a_household_sees_its_own_consumption_as_the_model_says() {
+    household_portal(Storage::Timescale);
+}
+
+fn household_portal(storage: Storage) {
     let (seed, meters) = (42, 60);
     let fleet = Fleet::new(seed);
     let building = fleet.building(0);
@@ -170,7 +181,7 @@ fn a_household_sees_its_own_consumption_as_the_model_says() {
     let (code, index, new_index) = (flat.household_code(), flat.meter, donor.meter);
     let (old_serial, new_serial) = (meter_sim::serial(index), meter_sim::serial(new_index));
 
-    let mut p = Pipeline::with_inventory("portal", meters, seed, false, &["--protocol", "mqtt"], |csv| {
+    let mut p = Pipeline::with_inventory_on(storage, "portal", meters, seed, &["--protocol", "mqtt"], |csv| {
         exchange(&csv, &old_serial, &new_serial)
     })
     .expect("pipeline");
