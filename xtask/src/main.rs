@@ -9,6 +9,8 @@
 //! - `bench-dlms`: a DLMS polling round over the simulated fleet against the raw loopback TCP
 //!   ceiling and the gurux-dlms client (see BENCHMARKS.md).
 //! - `bench-portal`: 200 concurrent households on a month of readings (see BENCHMARKS.md).
+//! - `bench-storage`: bytes per reading, plain PostgreSQL against TimescaleDB compressed (see
+//!   BENCHMARKS.md).
 //! - `fuzz`: runs the cargo-fuzz targets for a while.
 //! - `chart`: renders, lints and validates the Helm chart (`helm/ci/run.sh`; also a step of `test`).
 
@@ -82,6 +84,13 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Bytes per reading on the same data (2,000 meters × 30 days × 15 minutes × 4 channels by
+    /// default): plain PostgreSQL against TimescaleDB compressed, and the raw data.
+    BenchStorage {
+        /// Extra arguments for the benchmark binary (--meters, --days, --seed).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Render, lint and validate the Helm chart helm/headend (helm/ci/run.sh, Python venv cached
     /// outside the checkout).
     Chart,
@@ -109,6 +118,7 @@ fn run() -> anyhow::Result<()> {
         Cmd::BenchIngest { meters, args } => bench_ingest(meters, &args),
         Cmd::BenchDlms { meters, auth, args } => bench_dlms(meters, &auth, &args),
         Cmd::BenchPortal { args } => bench_portal(&args),
+        Cmd::BenchStorage { args } => bench_storage(&args),
         Cmd::Fuzz { seconds } => fuzz(seconds),
         Cmd::Chart => chart_check(),
     }
@@ -415,6 +425,23 @@ fn bench_portal(args: &[String]) -> anyhow::Result<()> {
     let mut bench = cargo();
     bench.args(["bench", "-p", "tests", "--bench", "portal", "--"]).args(args).env("DATABASE_URL", &services.admin_url);
     step("portal benchmark", bench)
+}
+
+fn bench_storage(args: &[String]) -> anyhow::Result<()> {
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "headend", "--bins"]);
+    step("building release binaries", build)?;
+    let services = Services::ensure(1883)?;
+    // The TimescaleDB side: the extension built into this PostgreSQL and the test command's cluster.
+    tests::timescale::ensure_installed()?;
+    let (timescale_url, _) = tests::timescale::ensure_cluster()?;
+    let mut bench = cargo();
+    bench
+        .args(["bench", "-p", "tests", "--bench", "storage", "--"])
+        .args(args)
+        .env("DATABASE_URL", &services.admin_url)
+        .env("TIMESCALE_DATABASE_URL", &timescale_url);
+    step("storage benchmark", bench)
 }
 
 /// The Helm chart: lint, render for every values file, validate each manifest against the
