@@ -50,6 +50,21 @@ enum Command {
         #[command(subcommand)]
         command: AccountCommand,
     },
+    /// Write the broker's password file and ACL for the MQTT meters of the inventory: each meter
+    /// logs in as its serial with a password derived from the site secret and may publish only on
+    /// `meters/<serial>/readings`; the readers (the head-end) read all meters' topics. The readers'
+    /// password is read from the first line of standard input. No plaintext password is written.
+    MqttUsers {
+        /// The site secret (at least 16 bytes; the meters' passwords derive from it).
+        #[arg(long)]
+        secret_file: std::path::PathBuf,
+        /// Folder for `passwd` and `acl` (Mosquitto's password_file and acl_file).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Users that read all meters' readings (the head-end's mqtt:// URL user).
+        #[arg(long, default_value = "headend", value_delimiter = ',')]
+        reader: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -452,6 +467,7 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Account { command } => account(&cfg, command).await,
+        Command::MqttUsers { secret_file, out, reader } => mqtt_users(&cfg, &secret_file, &out, &reader).await,
         Command::Meter { command: MeterCommand::Read(args) } => {
             let req = args.request()?;
             let report = diag::read(&req).await.with_context(|| format!("session with {}:{}", req.host, req.port))?;
@@ -501,4 +517,71 @@ async fn wait_for_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// `headend mqtt-users`: the broker's password file and ACL from the inventory.
+async fn mqtt_users(
+    cfg: &HeadendConfig,
+    secret_file: &std::path::Path,
+    out: &std::path::Path,
+    readers: &[String],
+) -> anyhow::Result<()> {
+    use schemas::mqtt_auth;
+    use std::io::Write;
+    let secret =
+        std::fs::read(secret_file).with_context(|| format!("reading the site secret {}", secret_file.display()))?;
+    let secret = secret.trim_ascii();
+    if secret.len() < mqtt_auth::MIN_SECRET {
+        anyhow::bail!("the site secret {} is shorter than {} bytes", secret_file.display(), mqtt_auth::MIN_SECRET);
+    }
+    if readers.iter().any(|r| r.is_empty() || r.contains(':') || r.contains(char::is_whitespace)) {
+        anyhow::bail!("a reader name must be non-empty, without ':' or spaces");
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("reading the readers' password from standard input")?;
+    let reader_password = line.trim_end_matches(['\r', '\n']);
+    if reader_password.is_empty() {
+        anyhow::bail!("the readers' password (first line of standard input) is empty");
+    }
+    let client = db::connect_retrying(&cfg.database.url, cfg.database.connect_timeout)
+        .await
+        .context("connecting to the database")?;
+    let serials: Vec<String> = client
+        .query("SELECT serial FROM meters WHERE protocol = 'mqtt' ORDER BY serial", &[])
+        .await
+        .context("reading the MQTT meters")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if let Some(r) = readers.iter().find(|r| serials.contains(r)) {
+        anyhow::bail!("the reader {r} is also a meter serial");
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut passwd = Vec::with_capacity(serials.len() * 140);
+    for r in readers {
+        writeln!(passwd, "{}", mqtt_auth::mosquitto_line(r, reader_password, secret))?;
+    }
+    for s in &serials {
+        writeln!(passwd, "{}", mqtt_auth::mosquitto_line(s, &mqtt_auth::meter_password(secret, s), secret))?;
+    }
+    let readers: Vec<&str> = readers.iter().map(String::as_str).collect();
+    write_private(&out.join("passwd"), &passwd)?;
+    write_private(&out.join("acl"), mqtt_auth::acl(&readers).as_bytes())?;
+    println!("{}", serde_json::json!({"meters": serials.len(), "readers": readers, "out": out}));
+    Ok(())
+}
+
+/// Writes a file readable by its owner only (it holds password hashes).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)?;
+    Ok(())
 }

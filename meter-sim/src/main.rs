@@ -163,6 +163,10 @@ struct MqttArgs {
     /// One connection per meter (at most 5,000 meters; in-flight window 16 per connection).
     #[arg(long)]
     per_meter_connections: bool,
+    /// With --per-meter-connections: each meter logs in as its serial with the password derived
+    /// from this site secret (the file `headend mqtt-users --secret-file` reads).
+    #[arg(long, requires = "per_meter_connections")]
+    password_secret: Option<PathBuf>,
     /// QoS 1 publishes in flight per connection.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..))]
     inflight: u16,
@@ -279,6 +283,12 @@ fn run_mqtt(a: MqttArgs) -> anyhow::Result<()> {
         progress: !a.no_progress,
         ack_timeout: a.ack_timeout,
         connect_attempts: a.connect_attempts,
+        password_secret: match &a.password_secret {
+            Some(p) => {
+                Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?.trim_ascii().to_vec())
+            }
+            None => None,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let summary = runtime.block_on(mqtt::publish(&cfg))?;

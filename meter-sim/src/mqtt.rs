@@ -107,6 +107,9 @@ pub struct PublishConfig {
     pub ack_timeout: Duration,
     /// Connection attempts (initial and after a drop) before giving up.
     pub connect_attempts: u32,
+    /// With per-meter connections: each meter logs in as its serial with the password derived from
+    /// this site secret (`schemas::mqtt_auth`), as the broker's generated password file expects.
+    pub password_secret: Option<Vec<u8>>,
 }
 
 impl PublishConfig {
@@ -126,6 +129,7 @@ impl PublishConfig {
             progress: false,
             ack_timeout: Duration::from_secs(30),
             connect_attempts: 5,
+            password_secret: None,
         }
     }
 }
@@ -398,6 +402,11 @@ async fn connect(cfg: &PublishConfig, count: usize) -> Result<Sender, PublishErr
                 }
             };
             o.set_inflight(inflight).set_request_channel_capacity(cap);
+            if let (true, Some(secret)) = (per_meter, &cfg.password_secret) {
+                let serial = fleet::serial(i);
+                let password = schemas::mqtt_auth::meter_password(secret, &serial);
+                o.set_credentials(serial, password);
+            }
             let (client, el) = AsyncClient::new(o, cap);
             let shared = Arc::new(ConnShared::default());
             let task = tokio::spawn(drive(el, shared.clone(), cfg.connect_attempts.max(1), cfg.url.clone()));

@@ -11,6 +11,7 @@ pub mod channel;
 pub mod inventory;
 pub mod migrations;
 pub mod modbus_map;
+pub mod mqtt_auth;
 pub mod obis;
 pub mod payload;
 pub mod reading;

@@ -9,12 +9,32 @@ use anyhow::Context;
 
 /// The project's broker configuration with the listener, persistence folder and logging replaced.
 pub fn project_config(port: u16, persistence: &Path, log: Option<&Path>) -> anyhow::Result<String> {
+    project_config_with(port, persistence, log, None)
+}
+
+/// The broker's password file and ACL (`headend mqtt-users` writes both).
+#[derive(Debug, Clone)]
+pub struct BrokerAuth {
+    pub password_file: PathBuf,
+    pub acl_file: PathBuf,
+}
+
+/// [`project_config`], with anonymous clients refused and `auth`'s users and ACL when given.
+pub fn project_config_with(
+    port: u16,
+    persistence: &Path,
+    log: Option<&Path>,
+    auth: Option<&BrokerAuth>,
+) -> anyhow::Result<String> {
     let path = crate::repo_root().join("config/mosquitto.conf");
     let base = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = String::new();
     for line in base.lines() {
         let key = line.split_whitespace().next().unwrap_or("");
         if matches!(key, "listener" | "persistence_location" | "log_dest" | "pid_file" | "user") {
+            continue;
+        }
+        if auth.is_some() && matches!(key, "allow_anonymous" | "password_file" | "acl_file") {
             continue;
         }
         out.push_str(line);
@@ -24,6 +44,13 @@ pub fn project_config(port: u16, persistence: &Path, log: Option<&Path>) -> anyh
     match log {
         Some(l) => out.push_str(&format!("log_dest file {}\n", l.display())),
         None => out.push_str("log_dest none\n"),
+    }
+    if let Some(a) = auth {
+        out.push_str(&format!(
+            "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+            a.password_file.display(),
+            a.acl_file.display()
+        ));
     }
     // As root Mosquitto would switch to the mosquitto user, who cannot write our folders.
     if crate::is_root() {
@@ -66,9 +93,22 @@ impl Broker {
 
     /// Starts a broker whose configuration, persistence and log live in `dir`.
     pub fn in_folder(dir: &Path, port: u16) -> anyhow::Result<Broker> {
+        Broker::in_folder_with(dir, port, None)
+    }
+
+    /// A temporary broker that refuses anonymous clients and applies `auth`'s users and ACL.
+    pub fn temporary_with_auth(auth: &BrokerAuth) -> anyhow::Result<Broker> {
+        let dir = tempfile::Builder::new().prefix("hes-mqtt-").tempdir()?;
+        let port = crate::free_port()?;
+        let mut b = Broker::in_folder_with(dir.path(), port, Some(auth))?;
+        b._dir = Some(dir);
+        Ok(b)
+    }
+
+    fn in_folder_with(dir: &Path, port: u16, auth: Option<&BrokerAuth>) -> anyhow::Result<Broker> {
         std::fs::create_dir_all(dir)?;
         let conf = dir.join("mosquitto.conf");
-        std::fs::write(&conf, project_config(port, dir, Some(&dir.join("mosquitto.log")))?)?;
+        std::fs::write(&conf, project_config_with(port, dir, Some(&dir.join("mosquitto.log")), auth)?)?;
         let mut b = Broker { child: None, port, conf, _dir: None };
         b.start()?;
         Ok(b)

@@ -8,6 +8,7 @@ mod harness;
 mod ingest;
 mod modbus;
 mod model;
+mod mqtt_auth;
 mod ops;
 mod pipeline;
 mod portal;
