@@ -105,7 +105,9 @@ fn meters_publish_only_with_their_own_credentials_and_only_their_own_readings() 
     assert_ne!(connack(port, "reader", Some(("headend", "guessed"))), ConnectReturnCode::Success, "reader");
     assert_eq!(connack(port, "own", Some((&m0, &pw(&m0)))), ConnectReturnCode::Success, "the meter's own login");
 
-    // The head-end subscribes with its own login (ready means the subscription was granted).
+    // The head-end subscribes with its own login, on the shared subscription the replicas use
+    // (ready means the broker granted it under the ACL).
+    p.spec.subscription = "$share/headend/meters/+/readings".into();
     let headend = p.start_headend().expect("head-end with the reader login");
     // Every meter on its own connection and login.
     let summary = p
