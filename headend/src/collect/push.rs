@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use bytes::Bytes;
-use deadpool_postgres::Pool;
 use chrono_tz::Europe::Belgrade;
+use deadpool_postgres::Pool;
 use dlms::push::{Notification, PushListener};
 use dlms::transport::WrapperCodec;
 use futures::StreamExt;
@@ -248,7 +248,10 @@ async fn handle(ctx: &PushContext, apdu: &[u8]) -> Result<(Vec<Reading>, String)
         match ctx.raise_counter(meter_id, counter).await {
             Ok(true) => {}
             Ok(false) => {
-                return Err(("push_rejected", format!("meter {serial}: invocation counter {counter} was accepted before")))
+                return Err((
+                    "push_rejected",
+                    format!("meter {serial}: invocation counter {counter} was accepted before"),
+                ))
             }
             Err(e) => return Err(("store_failed", e)),
         }
