@@ -61,8 +61,11 @@ pub struct MqttConfig {
     /// Take readings from the broker. `false` for a replica that only polls or listens for DLMS
     /// pushes: it opens no broker connection and its readiness does not wait for one.
     pub enabled: bool,
-    /// Broker URL, `mqtt://host:port` (`MQTT_URL`).
+    /// Broker URL, `mqtt://host:port`, or `mqtts://host:port` for TLS (`MQTT_URL`).
     pub url: String,
+    /// PEM file of the certificate authorities trusted for an `mqtts://` broker; absent: the
+    /// system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Client id of the persistent session; must be unique per replica and stable across restarts.
     /// Empty: `headend-<hostname>`.
     pub client_id: String,
@@ -87,6 +90,7 @@ impl Default for MqttConfig {
         Self {
             enabled: true,
             url: "mqtt://127.0.0.1:1883".into(),
+            ca_file: None,
             client_id: String::new(),
             subscription: "meters/+/readings".into(),
             topic_serial_level: 1,

@@ -25,14 +25,22 @@ use crate::writer::{AckToken, Envelope, WriterHandle};
 
 /// A broker URL that cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid MQTT URL {0:?}: expected mqtt://[user[:password]@]host[:port]")]
-pub struct BadUrl(String);
+pub enum BadUrl {
+    #[error("invalid MQTT URL {0:?}: expected mqtt[s]://[user[:password]@]host[:port]")]
+    Url(String),
+    #[error("MQTT TLS: {0}")]
+    Tls(String),
+}
 
-/// Broker options from an `mqtt://` URL and the configuration.
+/// Broker options from an `mqtt://` (or `mqtts://`, TLS) URL and the configuration.
 pub fn options(cfg: &MqttConfig) -> Result<MqttOptions, BadUrl> {
     // The URL may carry the broker password: the error (which is logged) shows it masked.
-    let bad = || BadUrl(crate::config::redact_url(&cfg.url));
-    let rest = cfg.url.strip_prefix("mqtt://").or_else(|| cfg.url.strip_prefix("tcp://")).ok_or_else(bad)?;
+    let bad = || BadUrl::Url(crate::config::redact_url(&cfg.url));
+    let (rest, tls) = if let Some(r) = cfg.url.strip_prefix("mqtts://").or_else(|| cfg.url.strip_prefix("ssl://")) {
+        (r, true)
+    } else {
+        (cfg.url.strip_prefix("mqtt://").or_else(|| cfg.url.strip_prefix("tcp://")).ok_or_else(bad)?, false)
+    };
     let rest = rest.trim_end_matches('/');
     let (creds, hostport) = match rest.rsplit_once('@') {
         Some((c, h)) => (Some(c), h),
@@ -40,10 +48,13 @@ pub fn options(cfg: &MqttConfig) -> Result<MqttOptions, BadUrl> {
     };
     let (host, port) = match hostport.rsplit_once(':') {
         Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
-        None => (hostport, 1883),
+        None => (hostport, if tls { 8883 } else { 1883 }),
     };
     if host.is_empty() {
         return Err(bad());
+    }
+    if !tls && cfg.ca_file.is_some() {
+        return Err(BadUrl::Tls("mqtt.ca_file is set but the URL is not mqtts://".into()));
     }
     let mut o = MqttOptions::new(cfg.effective_client_id(), host.trim_start_matches('[').trim_end_matches(']'), port);
     o.set_clean_session(false)
@@ -55,6 +66,10 @@ pub fn options(cfg: &MqttConfig) -> Result<MqttOptions, BadUrl> {
     if let Some(c) = creds {
         let (u, p) = c.split_once(':').unwrap_or((c, ""));
         o.set_credentials(u, p);
+    }
+    if tls {
+        let config = schemas::mqtt_auth::tls_client_config(cfg.ca_file.as_deref()).map_err(BadUrl::Tls)?;
+        o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(config)));
     }
     Ok(o)
 }

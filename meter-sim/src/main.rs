@@ -167,6 +167,10 @@ struct MqttArgs {
     /// from this site secret (the file `headend mqtt-users --secret-file` reads).
     #[arg(long, requires = "per_meter_connections")]
     password_secret: Option<PathBuf>,
+    /// For an mqtts:// broker: PEM file of the certificate authorities to trust (default: the
+    /// system's roots).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
     /// QoS 1 publishes in flight per connection.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..))]
     inflight: u16,
@@ -289,6 +293,7 @@ fn run_mqtt(a: MqttArgs) -> anyhow::Result<()> {
             }
             None => None,
         },
+        ca_file: a.ca_file,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let summary = runtime.block_on(mqtt::publish(&cfg))?;

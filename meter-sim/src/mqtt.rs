@@ -110,6 +110,8 @@ pub struct PublishConfig {
     /// With per-meter connections: each meter logs in as its serial with the password derived from
     /// this site secret (`schemas::mqtt_auth`), as the broker's generated password file expects.
     pub password_secret: Option<Vec<u8>>,
+    /// For an `mqtts://` broker: the PEM file of the authorities to trust (else the system's).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl PublishConfig {
@@ -130,6 +132,7 @@ impl PublishConfig {
             ack_timeout: Duration::from_secs(30),
             connect_attempts: 5,
             password_secret: None,
+            ca_file: None,
         }
     }
 }
@@ -164,8 +167,10 @@ pub struct Summary {
 /// Why publishing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("invalid MQTT URL {0:?}: expected mqtt://[user[:password]@]host[:port]")]
+    #[error("invalid MQTT URL {0:?}: expected mqtt[s]://[user[:password]@]host[:port]")]
     BadUrl(String),
+    #[error("MQTT TLS: {0}")]
+    Tls(String),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error(
@@ -185,8 +190,21 @@ pub enum PublishError {
 
 /// Broker options from an `mqtt://` URL.
 pub fn options(url: &str, client_id: &str) -> Result<MqttOptions, PublishError> {
+    options_with(url, client_id, None)
+}
+
+/// Broker options from an `mqtt://` or `mqtts://` (TLS, trusting the authorities in `ca_file` or
+/// the system's roots) URL.
+pub fn options_with(
+    url: &str,
+    client_id: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<MqttOptions, PublishError> {
     let bad = || PublishError::BadUrl(url.to_string());
-    let rest = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")).ok_or_else(bad)?;
+    let (rest, tls) = match url.strip_prefix("mqtts://").or_else(|| url.strip_prefix("ssl://")) {
+        Some(r) => (r, true),
+        None => (url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")).ok_or_else(bad)?, false),
+    };
     let rest = rest.trim_end_matches('/');
     let (creds, hostport) = match rest.rsplit_once('@') {
         Some((c, h)) => (Some(c), h),
@@ -194,7 +212,7 @@ pub fn options(url: &str, client_id: &str) -> Result<MqttOptions, PublishError> 
     };
     let (host, port) = match hostport.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(':') => (h, p.parse::<u16>().map_err(|_| bad())?),
-        _ => (hostport, 1883),
+        _ => (hostport, if tls { 8883 } else { 1883 }),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || host.contains('/') {
@@ -205,6 +223,12 @@ pub fn options(url: &str, client_id: &str) -> Result<MqttOptions, PublishError> 
     if let Some(c) = creds {
         let (u, p) = c.split_once(':').unwrap_or((c, ""));
         o.set_credentials(u, p);
+    }
+    if tls {
+        let config = schemas::mqtt_auth::tls_client_config(ca_file).map_err(PublishError::Tls)?;
+        o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(config)));
+    } else if ca_file.is_some() {
+        return Err(PublishError::Tls("a CA file is given but the URL is not mqtts://".into()));
     }
     Ok(o)
 }
@@ -394,7 +418,8 @@ async fn connect(cfg: &PublishConfig, count: usize) -> Result<Sender, PublishErr
     while opened < count {
         let wave = (count - opened).min(CONNECT_WAVE);
         for i in opened..opened + wave {
-            let mut o = match options(&cfg.url, &format!("msim-{}-{nonce:06x}-{i}", std::process::id())) {
+            let id = format!("msim-{}-{nonce:06x}-{i}", std::process::id());
+            let mut o = match options_with(&cfg.url, &id, cfg.ca_file.as_deref()) {
                 Ok(o) => o,
                 Err(e) => {
                     sender.close(false).await;
@@ -557,7 +582,7 @@ fn validate(cfg: &PublishConfig) -> Result<(), PublishError> {
     if cfg.topic_prefix.is_empty() || cfg.topic_prefix.contains(['+', '#', '\0']) {
         return err(format!("invalid topic prefix {:?}", cfg.topic_prefix));
     }
-    options(&cfg.url, "check")?;
+    options_with(&cfg.url, "check", cfg.ca_file.as_deref())?;
     Ok(())
 }
 

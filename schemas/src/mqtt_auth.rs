@@ -8,11 +8,13 @@
 //!
 //! The password file is Mosquitto's own format (`user:$7$iterations$salt$hash`, PBKDF2-HMAC-SHA512,
 //! what `mosquitto_passwd` writes), made here so that no plaintext password file is ever written.
+//! [`tls_client_config`] is the TLS trust of `mqtts://` clients (head-end and simulator).
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Sha256, Sha512};
+use std::sync::Arc;
 
 /// Iterations of PBKDF2 in the password file (`mosquitto_passwd`'s default).
 pub const ITERATIONS: u32 = 101;
@@ -57,6 +59,44 @@ pub fn acl(readers: &[&str]) -> String {
     }
     out.push_str(&format!("pattern write {METER_TOPIC_PATTERN}\n"));
     out
+}
+
+/// A TLS client configuration for an `mqtts://` broker (rustls with the ring provider) trusting
+/// the authorities in the PEM file `ca_file`, or the system's roots.
+///
+/// # Errors
+/// The file cannot be read or holds no certificate; no system roots.
+pub fn tls_client_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(Iterator::collect)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!("no certificate in {}", path.display()));
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            if roots.is_empty() {
+                return Err("no system root certificates: name the broker's CA file".into());
+            }
+        }
+    }
+    // ring, not aws-lc-rs: no C/cmake build. rustls deprecates ring's provider only for lacking
+    // post-quantum key exchange; its classic suites (ECDHE, AES-GCM, ChaCha20) are current.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use anyhow::Context;
 
 /// The project's broker configuration with the listener, persistence folder and logging replaced.
 pub fn project_config(port: u16, persistence: &Path, log: Option<&Path>) -> anyhow::Result<String> {
-    project_config_with(port, persistence, log, None)
+    project_config_secure(port, persistence, log, &BrokerSecurity::default())
 }
 
 /// The broker's password file and ACL (`headend mqtt-users` writes both).
@@ -19,13 +19,30 @@ pub struct BrokerAuth {
     pub acl_file: PathBuf,
 }
 
-/// [`project_config`], with anonymous clients refused and `auth`'s users and ACL when given.
-pub fn project_config_with(
+/// The certificate and key (PEM files) of a TLS listener.
+#[derive(Debug, Clone)]
+pub struct BrokerTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// What a broker demands of its clients beyond the project's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerSecurity {
+    /// Users and ACL; anonymous clients refused.
+    pub auth: Option<BrokerAuth>,
+    /// The listener speaks TLS only.
+    pub tls: Option<BrokerTls>,
+}
+
+/// [`project_config`] with `security`'s users, ACL and TLS listener.
+pub fn project_config_secure(
     port: u16,
     persistence: &Path,
     log: Option<&Path>,
-    auth: Option<&BrokerAuth>,
+    security: &BrokerSecurity,
 ) -> anyhow::Result<String> {
+    let auth = security.auth.as_ref();
     let path = crate::repo_root().join("config/mosquitto.conf");
     let base = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = String::new();
@@ -40,7 +57,11 @@ pub fn project_config_with(
         out.push_str(line);
         out.push('\n');
     }
-    out.push_str(&format!("\nlistener {port} 127.0.0.1\npersistence_location {}/\n", persistence.display()));
+    out.push_str(&format!("\nlistener {port} 127.0.0.1\n"));
+    if let Some(t) = &security.tls {
+        out.push_str(&format!("certfile {}\nkeyfile {}\n", t.cert_file.display(), t.key_file.display()));
+    }
+    out.push_str(&format!("persistence_location {}/\n", persistence.display()));
     match log {
         Some(l) => out.push_str(&format!("log_dest file {}\n", l.display())),
         None => out.push_str("log_dest none\n"),
@@ -77,6 +98,8 @@ pub fn mosquitto_exe() -> Option<PathBuf> {
 pub struct Broker {
     child: Option<Child>,
     pub port: u16,
+    /// The listener speaks TLS (`url()` is `mqtts://`).
+    tls: bool,
     conf: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
@@ -93,23 +116,28 @@ impl Broker {
 
     /// Starts a broker whose configuration, persistence and log live in `dir`.
     pub fn in_folder(dir: &Path, port: u16) -> anyhow::Result<Broker> {
-        Broker::in_folder_with(dir, port, None)
+        Broker::in_folder_with(dir, port, &BrokerSecurity::default())
     }
 
     /// A temporary broker that refuses anonymous clients and applies `auth`'s users and ACL.
     pub fn temporary_with_auth(auth: &BrokerAuth) -> anyhow::Result<Broker> {
+        Broker::temporary_secure(&BrokerSecurity { auth: Some(auth.clone()), tls: None })
+    }
+
+    /// A temporary broker with `security`'s users, ACL and TLS listener.
+    pub fn temporary_secure(security: &BrokerSecurity) -> anyhow::Result<Broker> {
         let dir = tempfile::Builder::new().prefix("hes-mqtt-").tempdir()?;
         let port = crate::free_port()?;
-        let mut b = Broker::in_folder_with(dir.path(), port, Some(auth))?;
+        let mut b = Broker::in_folder_with(dir.path(), port, security)?;
         b._dir = Some(dir);
         Ok(b)
     }
 
-    fn in_folder_with(dir: &Path, port: u16, auth: Option<&BrokerAuth>) -> anyhow::Result<Broker> {
+    fn in_folder_with(dir: &Path, port: u16, security: &BrokerSecurity) -> anyhow::Result<Broker> {
         std::fs::create_dir_all(dir)?;
         let conf = dir.join("mosquitto.conf");
-        std::fs::write(&conf, project_config_with(port, dir, Some(&dir.join("mosquitto.log")), auth)?)?;
-        let mut b = Broker { child: None, port, conf, _dir: None };
+        std::fs::write(&conf, project_config_secure(port, dir, Some(&dir.join("mosquitto.log")), security)?)?;
+        let mut b = Broker { child: None, port, tls: security.tls.is_some(), conf, _dir: None };
         b.start()?;
         Ok(b)
     }
@@ -159,7 +187,8 @@ impl Broker {
     }
 
     pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 }
 

@@ -2,12 +2,14 @@
 //! passwords are refused, each simulated meter publishes with its own login and every reading is
 //! stored, and a meter cannot report another meter's readings — the broker's ACL drops a publish on
 //! another meter's topic, the head-end refuses a payload naming another meter on its own topic.
+//! With a TLS listener (certificates made in the test), head-end and meters speak `mqtts://`
+//! and trust only the site's authority.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use rumqttc::{Client, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
-use tests::broker::{Broker, BrokerAuth};
+use tests::broker::{Broker, BrokerAuth, BrokerSecurity, BrokerTls};
 use tests::procs;
 
 use crate::pipeline::Pipeline;
@@ -60,12 +62,13 @@ fn publish_as(port: u16, login: (&str, &str), msgs: &[(String, String)]) {
     let _ = client.disconnect();
 }
 
-#[test]
-fn meters_publish_only_with_their_own_credentials_and_only_their_own_readings() {
-    const N: usize = 20;
-    let mut p = Pipeline::new("mqttauth", N, 61, false).expect("pipeline");
+const SECRET: &[u8] = b"e2e-site-secret-0123456789abcdef";
+
+/// `headend mqtt-users` for the pipeline's inventory: the site secret's file and the folder with
+/// `passwd` and `acl`.
+fn broker_users(p: &Pipeline) -> (std::path::PathBuf, std::path::PathBuf) {
     let secret = p.dir.path().join("mqtt-site-secret");
-    std::fs::write(&secret, "e2e-site-secret-0123456789abcdef\n").expect("secret");
+    std::fs::write(&secret, [SECRET, b"\n"].concat()).expect("secret");
     let users = p.dir.path().join("broker-users");
     let mut cmd = std::process::Command::new(procs::bin("headend").expect("headend"));
     cmd.args(["mqtt-users", "--secret-file"])
@@ -82,13 +85,20 @@ fn meters_publish_only_with_their_own_credentials_and_only_their_own_readings() 
     let out = child.wait_with_output().expect("mqtt-users");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
-    assert_eq!(report["meters"], N, "{report}");
+    assert_eq!(report["meters"], p.meters, "{report}");
     let passwd = std::fs::read_to_string(users.join("passwd")).expect("passwd");
     assert!(!passwd.contains(READER_PASSWORD), "no plaintext password in the file");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(users.join("passwd")).expect("passwd").permissions().mode();
     assert_eq!(mode & 0o077, 0, "the password file is the owner's only: {mode:o}");
+    (secret, users)
+}
 
+#[test]
+fn meters_publish_only_with_their_own_credentials_and_only_their_own_readings() {
+    const N: usize = 20;
+    let mut p = Pipeline::new("mqttauth", N, 61, false).expect("pipeline");
+    let (secret, users) = broker_users(&p);
     // The pipeline's broker, replaced by one that applies those users and their ACL.
     p.broker =
         Broker::temporary_with_auth(&BrokerAuth { password_file: users.join("passwd"), acl_file: users.join("acl") })
@@ -98,7 +108,7 @@ fn meters_publish_only_with_their_own_credentials_and_only_their_own_readings() 
 
     // From the attacker's side: no login, a wrong password, another meter's password.
     let (m0, m1) = (meter_sim::serial(0), meter_sim::serial(1));
-    let pw = |s: &str| schemas::mqtt_auth::meter_password(b"e2e-site-secret-0123456789abcdef", s);
+    let pw = |s: &str| schemas::mqtt_auth::meter_password(SECRET, s);
     assert_ne!(connack(port, "anon", None), ConnectReturnCode::Success, "anonymous");
     assert_ne!(connack(port, "wrong", Some((&m0, "guessed"))), ConnectReturnCode::Success, "wrong password");
     assert_ne!(connack(port, "other", Some((&m0, &pw(&m1)))), ConnectReturnCode::Success, "another meter's password");
@@ -140,5 +150,69 @@ fn meters_publish_only_with_their_own_credentials_and_only_their_own_readings() 
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(p.verify(FROM, TO).expect("nothing but the model is stored"), expected as usize);
+    drop(headend);
+}
+
+/// A certificate authority and a broker certificate for 127.0.0.1 signed by it, as PEM files in
+/// `dir`: (CA certificate, broker certificate, broker key).
+fn site_pki(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} test CA"));
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("broker key");
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).expect("broker params");
+    leaf.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+    let cert = leaf.signed_by(&key, &issuer).expect("broker certificate");
+    let files = (
+        dir.join(format!("{name}-ca.pem")),
+        dir.join(format!("{name}-broker.pem")),
+        dir.join(format!("{name}-broker.key")),
+    );
+    std::fs::write(&files.0, ca_cert.pem()).expect("write");
+    std::fs::write(&files.1, cert.pem()).expect("write");
+    std::fs::write(&files.2, key.serialize_pem()).expect("write");
+    (files.0, files.1, files.2)
+}
+
+/// TLS and per-meter logins together: the head-end and every meter speak `mqtts://` trusting the
+/// site's authority and are stored; a plain-TCP client gets no session, and a client that trusts
+/// another authority refuses the broker.
+#[test]
+fn over_tls_meters_and_head_end_trust_only_the_sites_authority() {
+    let mut p = Pipeline::new("mqtttls", 10, 62, false).expect("pipeline");
+    let (secret, users) = broker_users(&p);
+    let (ca, cert, key) = site_pki(p.dir.path(), "site");
+    let (other_ca, _, _) = site_pki(p.dir.path(), "other");
+    p.broker = Broker::temporary_secure(&BrokerSecurity {
+        auth: Some(BrokerAuth { password_file: users.join("passwd"), acl_file: users.join("acl") }),
+        tls: Some(BrokerTls { cert_file: cert, key_file: key }),
+    })
+    .expect("TLS broker");
+    let url = p.broker.url();
+    assert!(url.starts_with("mqtts://"), "{url}");
+    p.spec.mqtt_url = url.replacen("mqtts://", &format!("mqtts://headend:{READER_PASSWORD}@"), 1);
+    p.spec.env.push(("HEADEND_MQTT__CA_FILE".into(), ca.to_string_lossy().into()));
+    let headend = p.start_headend().expect("head-end over TLS");
+
+    let secret = secret.to_string_lossy().to_string();
+    let (ca, other_ca) = (ca.to_string_lossy().to_string(), other_ca.to_string_lossy().to_string());
+    let login = ["--per-meter-connections", "--password-secret", secret.as_str(), "--connect-attempts", "1"];
+    // From the attacker's side: plain MQTT on the TLS port, and a meter trusting another CA.
+    let plain = MqttOptions::new("plain", "127.0.0.1", p.broker.port);
+    let (_c, mut conn) = Client::new(plain, 10);
+    let first = conn.iter().next().expect("an event");
+    assert!(!matches!(first, Ok(Event::Incoming(Packet::ConnAck(_)))), "plain TCP got a session: {first:?}");
+    let wrong_ca = p.publish(FROM, TO, &[&login[..], &["--ca-file", other_ca.as_str()]].concat());
+    assert!(wrong_ca.is_err(), "a meter trusting another CA connected: {wrong_ca:?}");
+
+    let summary = p.publish(FROM, TO, &[&login[..], &["--ca-file", ca.as_str()]].concat()).expect("publish over TLS");
+    let expected = summary["readings"].as_i64().expect("readings");
+    p.wait_for_readings(expected, Duration::from_secs(60)).expect("stored");
+    assert_eq!(p.verify(FROM, TO).expect("model"), expected as usize);
+    assert!(p.dead_letters().expect("dead letters").is_empty());
     drop(headend);
 }
