@@ -322,18 +322,21 @@ Meter clock = wall clock + (--at − start time, or --clock-offset) + drift faul
 
 Faults (decided per session or meter by hashes of --fault-seed, see meter_sim::dlms::faults):
   --refuse (close at once), --no-answer (never reply), --drop (close on request 2..5),
-  --corrupt (one reply's APDU tag inverted), --latency-rate/--latency (slow session),
+  --corrupt (one reply's APDU tag inverted), --tamper (HLS: a ciphered GET reply's GMAC tag altered),
+  --latency-rate/--latency (slow session),
   --wrong-keys (per meter: HLS fails), --clock-drift (per meter: clock off by 1..15 min).
 On SIGINT/SIGTERM prints ONE JSON summary line on stdout: {meters, sessions, foreign_address,
 associations, associations_refused, requests, replies, protocol_errors, faults:{refused, no_answer,
-dropped, corrupted, delayed, wrong_keys_sessions}, clock_sets, elapsed_s}.";
+dropped, corrupted, tampered, delayed, wrong_keys_sessions}, clock_sets, elapsed_s}.";
 
 const DLMS_PUSH_HELP: &str = "\
 For every meter, one TCP connection to --head-end (bound to the meter's loopback address when the
 head-end is on loopback) carrying one DataNotification per interval end in (from, to]: wrapper ports
 1 -> 16, APDU 0F <long-invoke-id> 0C <date-time ts> body structure{serial octet-string, date-time ts,
 1.8.0 double-long-unsigned Wh, 2.8.0 double-long-unsigned Wh}; --ciphered wraps it in
-general-glo-ciphering with the meter's keys. Prints a JSON summary line at the end.";
+general-glo-ciphering with the meter's keys; --tamper RATE alters that share of the ciphered frames'
+GMAC tags (decided per meter and interval from --fault-seed: meter_sim::dlms::push::Tamper). Prints a
+JSON summary line {meters, intervals, notifications, tampered, failed_meters, elapsed_s} at the end.";
 
 fn parse_signed_duration(s: &str) -> Result<i64, String> {
     let (neg, rest) = match s.strip_prefix('-') {
@@ -397,6 +400,9 @@ struct DlmsArgs {
     /// Rate of sessions with one corrupted reply.
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     corrupt: f64,
+    /// Rate of sessions with one ciphered GET reply whose authentication tag is wrong.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    tamper: f64,
     /// Delay of a slow session's replies, LOW..HIGH (e.g. 0.5s..5s).
     #[arg(long, default_value = "500ms..5s", value_parser = parse_latency)]
     latency: std::ops::RangeInclusive<u64>,
@@ -440,6 +446,12 @@ struct DlmsPushArgs {
     /// Meters pushing at the same time.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     connections: u32,
+    /// Rate of ciphered notifications sent with a wrong authentication tag.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate, requires = "ciphered")]
+    tamper: f64,
+    /// Seed of the tamper decisions (default: --seed).
+    #[arg(long)]
+    fault_seed: Option<u64>,
 }
 
 #[derive(Args)]
@@ -478,6 +490,7 @@ fn run_dlms(a: DlmsArgs) -> anyhow::Result<()> {
         no_answer: a.no_answer,
         drop: a.drop,
         corrupt: a.corrupt,
+        tamper: a.tamper,
         latency_rate: a.latency_rate,
         latency_ms: a.latency,
         wrong_keys: a.wrong_keys,
@@ -538,6 +551,7 @@ fn run_dlms_push(a: DlmsPushArgs) -> anyhow::Result<()> {
         target,
         a.ciphered,
         a.connections as usize,
+        meter_sim::dlms::push::Tamper { seed: a.fault_seed.unwrap_or(a.seed), rate: a.tamper },
     ))?;
     let line = serde_json::to_string(&summary).context("summary")?;
     writeln!(std::io::stdout().lock(), "{line}").context("writing the summary")?;

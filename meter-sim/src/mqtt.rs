@@ -200,31 +200,14 @@ pub fn options_with(
     client_id: &str,
     ca_file: Option<&std::path::Path>,
 ) -> Result<MqttOptions, PublishError> {
-    let bad = || PublishError::BadUrl(url.to_string());
-    let (rest, tls) = match url.strip_prefix("mqtts://").or_else(|| url.strip_prefix("ssl://")) {
-        Some(r) => (r, true),
-        None => (url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")).ok_or_else(bad)?, false),
-    };
-    let rest = rest.trim_end_matches('/');
-    let (creds, hostport) = match rest.rsplit_once('@') {
-        Some((c, h)) => (Some(c), h),
-        None => (None, rest),
-    };
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(':') => (h, p.parse::<u16>().map_err(|_| bad())?),
-        _ => (hostport, if tls { 8883 } else { 1883 }),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains('/') {
-        return Err(bad());
-    }
-    let mut o = MqttOptions::new(client_id, host, port);
+    let parsed =
+        schemas::mqtt_auth::BrokerUrl::parse(url).ok_or_else(|| PublishError::BadUrl(schemas::redact_url(url)))?;
+    let mut o = MqttOptions::new(client_id, parsed.host, parsed.port);
     o.set_clean_session(true).set_keep_alive(Duration::from_secs(30)).set_max_packet_size(64 * 1024, 64 * 1024);
-    if let Some(c) = creds {
-        let (u, p) = c.split_once(':').unwrap_or((c, ""));
-        o.set_credentials(u, p);
+    if let Some((user, password)) = parsed.credentials {
+        o.set_credentials(user, password);
     }
-    if tls {
+    if parsed.tls {
         let config = schemas::mqtt_auth::tls_client_config(ca_file).map_err(PublishError::Tls)?;
         o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(config)));
     } else if ca_file.is_some() {

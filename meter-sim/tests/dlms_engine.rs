@@ -397,6 +397,40 @@ fn faults_remove_exactly_what_the_documentation_says() {
     assert_eq!(sim.meter_now(4, wall()), wall() + Duration::seconds(drift));
 }
 
+/// The tamper fault: association replies and plain sessions are untouched; in an HLS session the
+/// `reply`-th ciphered GET reply fails the client's tag check, and the other replies decode.
+#[test]
+fn tamper_alters_the_tag_of_one_ciphered_get_reply() {
+    use meter_sim::dlms::SessionFault;
+    let sim = sim_with(|c| c.faults.tamper = 1.0);
+    let register = Obis::new(1, 0, 1, 8, 0, 255);
+    let mut chosen = [0; 2];
+    for meter in 0..12 {
+        let mut c = Client::new(&sim, meter, AuthMechanism::HighGmac, 1024);
+        let SessionFault::Tamper { reply } = c.conn.fault() else { panic!("{:?}", c.conn.fault()) };
+        chosen[reply as usize - 1] += 1;
+        assert_eq!(c.associate(), AssociationStep::Established);
+        for k in 1..=3 {
+            let r = c.get(3, register, 2, None);
+            if k == reply {
+                let e = r.expect_err("the tampered reply is refused");
+                assert!(e.contains("BadTag"), "{e}");
+            } else {
+                r.unwrap_or_else(|e| panic!("meter {meter}, reply {k}: {e}"));
+            }
+        }
+    }
+    assert!(chosen[0] > 0 && chosen[1] > 0, "{chosen:?}");
+    assert_eq!(sim.summary(0.0).faults.tampered, 12);
+    // LLS: nothing is ciphered, so nothing is altered.
+    let mut c = Client::new(&sim, 20, AuthMechanism::Low, 1024);
+    assert_eq!(c.associate(), AssociationStep::Established);
+    for _ in 0..3 {
+        c.get(3, register, 2, None).expect("a plain read");
+    }
+    assert_eq!(sim.summary(0.0).faults.tampered, 12);
+}
+
 #[test]
 fn clock_set_is_stored_per_meter() {
     let sim = sim();

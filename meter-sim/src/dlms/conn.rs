@@ -117,6 +117,8 @@ pub struct Connection {
     server: Option<(Assoc, u16, Engine)>,
     requests: u32,
     replies: u32,
+    /// Ciphered GET replies sent (the tamper fault counts them).
+    ciphered_gets: u32,
     closed: bool,
 }
 
@@ -171,6 +173,7 @@ impl Connection {
             server: None,
             requests: 0,
             replies: 0,
+            ciphered_gets: 0,
             closed: false,
         }
     }
@@ -257,6 +260,7 @@ impl Connection {
                 Err(()) => return Step::Close,
                 Ok(None) => {}
                 Ok(Some(mut reply)) => {
+                    self.tamper(&mut reply);
                     if self.corrupt_now() {
                         if let Some(b) = reply.first_mut() {
                             *b = !*b;
@@ -280,6 +284,21 @@ impl Connection {
             return true;
         }
         false
+    }
+
+    /// The tamper fault: inverts the last byte (of the GMAC tag) of the chosen ciphered GET reply.
+    fn tamper(&mut self, reply: &mut [u8]) {
+        // glo-get-response, ded-get-response: `tag | length | SC | IC(4) | ciphertext | tag(12)`.
+        if !matches!(reply.first(), Some(0xCC | 0xD4)) || reply.len() < 20 {
+            return;
+        }
+        self.ciphered_gets += 1;
+        if self.fault == (SessionFault::Tamper { reply: self.ciphered_gets }) {
+            if let Some(b) = reply.last_mut() {
+                *b = !*b;
+            }
+            self.sim.stats.tampered.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn build_server(&self, assoc: Assoc, sap: u16, wall: DateTime<Utc>) -> Engine {
@@ -487,7 +506,8 @@ impl Connection {
                 match self.apdu(sap, &apdu, wall) {
                     Err(()) => Step::Close,
                     Ok(None) => Step::Continue,
-                    Ok(Some(reply)) => {
+                    Ok(Some(mut reply)) => {
+                        self.tamper(&mut reply);
                         let corrupt = self.corrupt_now();
                         let Some(h) = self.hdlc.as_mut() else { return Step::Close };
                         h.outgoing.clear();

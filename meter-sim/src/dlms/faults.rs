@@ -14,7 +14,11 @@
 //! * **corrupt** — the `n`-th reply (n = 1..=4) goes out with its APDU's first byte (the tag) inverted, so
 //!   it is undecodable — never a plausible wrong value (in HDLC mode the frame is built normally and one
 //!   byte of its information field is inverted, so its FCS fails): the data of that reply is lost and the
-//!   session goes on.
+//!   session goes on;
+//! * **tamper** — the `n`-th ciphered GET reply (glo- or ded-get-response; n = 1 or 2 from the hash, so
+//!   the register list or the first load-profile block of a head-end's session) goes out with the last
+//!   byte of its GMAC tag inverted: it decodes as a well-formed ciphered APDU whose authentication
+//!   fails, as a forged or altered reply would. Association replies and plain sessions are untouched.
 //!
 //! Independently per session, **latency** (probability `latency_rate`): every reply of the session is
 //! delayed by the same duration, uniform in `latency` (deterministic). No data is lost unless the client
@@ -28,7 +32,8 @@
 //!   the model's for each row's timestamp. A clock SET removes the drift.
 //!
 //! The decision hash is `hash(seed, TAG, index, session)` with one uniform draw `u` in [0, 1) split
-//! into consecutive ranges `[0, refuse)`, `[refuse, +no_answer)`, `[…, +drop)`, `[…, +corrupt)`.
+//! into consecutive ranges `[0, refuse)`, `[refuse, +no_answer)`, `[…, +drop)`, `[…, +corrupt)`,
+//! `[…, +tamper)`.
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -50,6 +55,8 @@ pub struct FaultRates {
     pub no_answer: f64,
     pub drop: f64,
     pub corrupt: f64,
+    /// Probability that a session's ciphered GET reply carries a wrong authentication tag.
+    pub tamper: f64,
     /// Probability that a session is slow.
     pub latency_rate: f64,
     /// Range of the delay of a slow session's replies, in milliseconds.
@@ -66,6 +73,7 @@ impl Default for FaultRates {
             no_answer: 0.0,
             drop: 0.0,
             corrupt: 0.0,
+            tamper: 0.0,
             latency_rate: 0.0,
             latency_ms: 500..=5000,
             wrong_keys: 0.0,
@@ -86,6 +94,10 @@ pub enum SessionFault {
     },
     /// Invert the tag of reply number `reply` (1-based).
     Corrupt {
+        reply: u32,
+    },
+    /// Invert the last tag byte of ciphered GET reply number `reply` (1-based, 1 or 2).
+    Tamper {
         reply: u32,
     },
 }
@@ -115,6 +127,10 @@ impl FaultRates {
         edge += self.corrupt;
         if u < edge {
             return SessionFault::Corrupt { reply: n };
+        }
+        edge += self.tamper;
+        if u < edge {
+            return SessionFault::Tamper { reply: (n - 1) % 2 + 1 };
         }
         SessionFault::None
     }
@@ -154,8 +170,16 @@ mod tests {
 
     #[test]
     fn rates_are_roughly_honoured_and_exclusive() {
-        let f = FaultRates { seed: 3, refuse: 0.1, no_answer: 0.1, drop: 0.1, corrupt: 0.1, ..Default::default() };
-        let mut counts = [0u32; 5];
+        let f = FaultRates {
+            seed: 3,
+            refuse: 0.1,
+            no_answer: 0.1,
+            drop: 0.1,
+            corrupt: 0.1,
+            tamper: 0.1,
+            ..Default::default()
+        };
+        let mut counts = [0u32; 6];
         for i in 0..20_000 {
             let k = match f.session_fault(i, 0) {
                 SessionFault::None => 0,
@@ -168,6 +192,10 @@ mod tests {
                 SessionFault::Corrupt { reply } => {
                     assert!((1..=4).contains(&reply));
                     4
+                }
+                SessionFault::Tamper { reply } => {
+                    assert!((1..=2).contains(&reply));
+                    5
                 }
             };
             counts[k] += 1;

@@ -23,6 +23,10 @@
 //! (`DB 08 <meter system title> <len> 30 <IC u32> <ciphertext> <GCM tag 12>`), suite 0, authenticated and
 //! encrypted with the meter's `ek`/`ak` (see [`super::keys`]); the invocation counter starts at 1 per
 //! process run and meter. Values equal the model's, i.e. `meter-sim expect` for the same span.
+//!
+//! Fault injection (`--tamper RATE`, decided by [`Tamper::hits`] from `--fault-seed`, the meter and
+//! the interval): a ciphered notification goes out with the last byte of its GMAC tag inverted, as an
+//! altered or forged frame would; it still spends its invocation counter, and the next one is intact.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -40,7 +44,25 @@ use tokio::net::TcpSocket;
 
 use super::keys::meter_keys;
 use super::objects::cosem_datetime;
-use crate::{fleet, Model, Span};
+use crate::{fleet, hash, Model, Span};
+
+const TAMPER: u64 = 0xD1_F006;
+
+/// Which pushed notifications carry a wrong authentication tag.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Tamper {
+    /// Seed of the decisions.
+    pub seed: u64,
+    /// Probability that a ciphered notification is tampered with.
+    pub rate: f64,
+}
+
+impl Tamper {
+    /// Whether meter `index`'s notification for the interval ending at `ts` is tampered with.
+    pub fn hits(&self, index: usize, ts: DateTime<Utc>) -> bool {
+        hash::chance(hash::hash(&[self.seed, TAMPER, index as u64, ts.timestamp() as u64]), self.rate)
+    }
+}
 
 /// Wrapper ports of a push.
 pub const PUSH_SOURCE_WPORT: u16 = 1;
@@ -107,6 +129,8 @@ pub struct PushSummary {
     pub meters: usize,
     pub intervals: u64,
     pub notifications: u64,
+    /// Notifications sent with a wrong tag (counted in `notifications` too).
+    pub tampered: u64,
     pub failed_meters: usize,
     pub elapsed_s: f64,
 }
@@ -122,6 +146,7 @@ pub async fn push(
     target: SocketAddr,
     ciphered: bool,
     connections: usize,
+    tamper: Tamper,
 ) -> anyhow::Result<PushSummary> {
     let started = std::time::Instant::now();
     let model = Arc::new(Model::with_meters(seed, meters));
@@ -132,21 +157,24 @@ pub async fn push(
         let model = model.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            let r = push_meter(&model, seed, index, span, target, ciphered).await;
+            let r = push_meter(&model, seed, index, span, target, ciphered, tamper).await;
             if let Err(e) = &r {
                 tracing::warn!(meter = index, error = %e, "push failed");
             }
-            r.unwrap_or(0)
+            r.unwrap_or((0, 0))
         });
     }
     let mut notifications = 0u64;
+    let mut tampered = 0u64;
     let mut failed = 0usize;
     while let Some(r) = tasks.join_next().await {
         match r {
-            Ok(n) if n == span.len() => notifications += n,
-            Ok(n) => {
+            Ok((n, t)) => {
                 notifications += n;
-                failed += 1;
+                tampered += t;
+                if n != span.len() {
+                    failed += 1;
+                }
             }
             Err(_) => failed += 1,
         }
@@ -155,6 +183,7 @@ pub async fn push(
         meters,
         intervals: span.len(),
         notifications,
+        tampered,
         failed_meters: failed,
         elapsed_s: started.elapsed().as_secs_f64(),
     })
@@ -167,7 +196,8 @@ async fn push_meter(
     span: Span,
     target: SocketAddr,
     ciphered: bool,
-) -> anyhow::Result<u64> {
+    tamper: Tamper,
+) -> anyhow::Result<(u64, u64)> {
     let socket = TcpSocket::new_v4()?;
     if let IpAddr::V4(t) = target.ip() {
         if t.is_loopback() {
@@ -177,9 +207,18 @@ async fn push_meter(
     let mut stream = socket.connect(target).await.with_context(|| format!("connecting to {target}"))?;
     let mut sender = sender(seed, index, ciphered);
     let mut sent = 0u64;
+    let mut tampered = 0u64;
     let mut buf = Vec::new();
     for ts in span.ends() {
-        buf.extend(notification(model, &mut sender, index, ts)?);
+        let mut pdu = notification(model, &mut sender, index, ts)?;
+        if ciphered && tamper.hits(index, ts) {
+            // The wrapper PDU ends with the APDU, which ends with the 12-byte tag.
+            if let Some(b) = pdu.last_mut() {
+                *b = !*b;
+            }
+            tampered += 1;
+        }
+        buf.extend(pdu);
         sent += 1;
         if buf.len() > 16 * 1024 {
             stream.write_all(&buf).await?;
@@ -188,5 +227,5 @@ async fn push_meter(
     }
     stream.write_all(&buf).await?;
     stream.shutdown().await?;
-    Ok(sent)
+    Ok((sent, tampered))
 }

@@ -98,9 +98,10 @@ pub async fn serve(
                 if let Some(pb) = &pb {
                     let s = sim.summary(0.0);
                     pb.set_message(format!(
-                        "sessions {} associations {} requests {} refused-assoc {} faults r{}/n{}/d{}/c{}",
+                        "sessions {} associations {} requests {} refused-assoc {} faults r{}/n{}/d{}/c{}/t{}",
                         s.sessions, s.associations, s.requests, s.associations_refused,
-                        s.faults.refused, s.faults.no_answer, s.faults.dropped, s.faults.corrupted
+                        s.faults.refused, s.faults.no_answer, s.faults.dropped, s.faults.corrupted,
+                        s.faults.tampered
                     ));
                     pb.tick();
                 }

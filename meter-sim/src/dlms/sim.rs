@@ -73,6 +73,7 @@ pub struct Stats {
     pub no_answer: AtomicU64,
     pub dropped: AtomicU64,
     pub corrupted: AtomicU64,
+    pub tampered: AtomicU64,
     pub delayed: AtomicU64,
     pub wrong_keys_sessions: AtomicU64,
     pub clock_sets: AtomicU64,
@@ -101,6 +102,7 @@ pub struct FaultSummary {
     pub no_answer: u64,
     pub dropped: u64,
     pub corrupted: u64,
+    pub tampered: u64,
     pub delayed: u64,
     pub wrong_keys_sessions: u64,
 }
@@ -166,6 +168,7 @@ impl Sim {
                 no_answer: load(&s.no_answer),
                 dropped: load(&s.dropped),
                 corrupted: load(&s.corrupted),
+                tampered: load(&s.tampered),
                 delayed: load(&s.delayed),
                 wrong_keys_sessions: load(&s.wrong_keys_sessions),
             },

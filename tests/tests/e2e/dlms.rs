@@ -29,6 +29,7 @@ fn rates() -> FaultRates {
         no_answer: 0.005,
         drop: 0.01,
         corrupt: 0.01,
+        tamper: 0.0,
         latency_rate: 0.02,
         latency_ms: 100..=400,
         wrong_keys: 0.0,
@@ -380,6 +381,119 @@ fn check_clocks(p: &Pipeline, missing: &BTreeSet<usize>) {
     assert!(drifting > 0, "some meters drift");
 }
 
+/// The span every push test sends: eight interval ends.
+const PUSH_FROM: &str = "2026-11-20T10:00:00Z";
+const PUSH_TO: &str = "2026-11-20T12:00:00Z";
+
+/// A pipeline of `meters` DLMS meters and a push-only head-end (as the chart runs it: no MQTT intake)
+/// that requires ciphered pushes; its listener's port.
+fn push_listener(tag: &str, meters: usize, seed: u64) -> (Pipeline, procs::Headend, u16) {
+    let mut p =
+        Pipeline::with_inventory(tag, meters, seed, false, &["--protocol", "dlms"], |csv| csv).expect("pipeline");
+    let keys = write_keys(&p, meters, seed);
+    let port = tests::free_port().expect("port");
+    let cfg = p.dir.path().join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[mqtt]\nenabled = false\n[dlms]\nkeys_file = {:?}\npush_listen = \"127.0.0.1:{port}\"\npush_require_ciphered = true\n",
+            keys.to_string_lossy()
+        ),
+    )
+    .expect("config");
+    p.spec.env.push(("HEADEND_CONFIG".into(), cfg.to_string_lossy().into()));
+    let headend = p.start_headend().expect("head-end");
+    (p, headend, port)
+}
+
+/// Pushed frames with a wrong GMAC tag (`meter-sim dlms-push --tamper`): each is refused, counted
+/// (`push_rejected`) and kept as a dead letter, and nothing of it is stored; the meter's next frame,
+/// intact, is stored; every stored value equals the model.
+#[test]
+fn dlms_push_with_a_wrong_tag_is_refused_and_never_stored() {
+    const N: usize = 40;
+    const SEED: u64 = 33;
+    let tamper = meter_sim::dlms::push::Tamper { seed: 34, rate: 0.15 };
+    let (p, headend, port) = push_listener("dlmstamper", N, SEED);
+    let rows = crate::model::expected_rows(
+        SEED,
+        N,
+        crate::pipeline::ts(PUSH_FROM),
+        crate::pipeline::ts(PUSH_TO),
+        &["1.0.1.8.0".parse().expect("obis"), "1.0.2.8.0".parse().expect("obis")],
+    )
+    .expect("model");
+    let model = meter_sim::Model::with_meters(SEED, N);
+    let hit = |serial: &str, ts: DateTime<Utc>| tamper.hits(model.index_of(serial).expect("serial"), ts);
+    let tampered: BTreeSet<(String, DateTime<Utc>)> =
+        rows.iter().filter(|(serial, _, ts, _)| hit(serial, *ts)).map(|(s, _, ts, _)| (s.clone(), *ts)).collect();
+    let frames = (N * 8) as i64;
+    assert!(!tampered.is_empty() && tampered.len() < (frames / 4) as usize, "{}", tampered.len());
+    let target = format!("127.0.0.1:{port}");
+    let (n, sd) = (N.to_string(), SEED.to_string());
+    let summary = procs::run_bin(
+        "meter-sim",
+        &[
+            "dlms-push",
+            "--meters",
+            &n,
+            "--seed",
+            &sd,
+            "--head-end",
+            &target,
+            "--from",
+            PUSH_FROM,
+            "--to",
+            PUSH_TO,
+            "--ciphered",
+            "--tamper",
+            "0.15",
+            "--fault-seed",
+            "34",
+        ],
+        &[],
+    )
+    .expect("dlms-push");
+    let summary: serde_json::Value = serde_json::from_str(summary.trim()).expect("summary");
+    assert_eq!(summary["tampered"].as_u64(), Some(tampered.len() as u64), "{summary}");
+
+    let good = frames - tampered.len() as i64;
+    p.wait_for_readings(good * 2, Duration::from_secs(60)).expect("stored");
+    wait_dead(&p, tampered.len() as i64, tampered.len() as i64);
+    let m = headend.metrics().expect("metrics");
+    let outcome = |o: &str| procs::metric_labelled(&m, "headend_dlms_push_total", &[("outcome", o)]);
+    assert_eq!(outcome("push_rejected"), Some(tampered.len() as f64), "{m}");
+    assert_eq!(outcome("ok"), Some(good as f64), "{m}");
+    let stored: HashMap<(String, i16, DateTime<Utc>), i64> =
+        p.stored().expect("rows").into_iter().map(|r| ((r.serial, r.channel, r.ts), r.value)).collect();
+    assert_eq!(stored.len() as i64, good * 2, "two registers per intact frame, nothing else");
+    for (serial, ch, ts, v) in &rows {
+        let got = stored.get(&(serial.clone(), *ch, *ts));
+        if tampered.contains(&(serial.clone(), *ts)) {
+            assert_eq!(got, None, "{serial} {ts}: a tampered frame's value was stored");
+        } else {
+            assert_eq!(got, Some(v), "{serial} channel {ch} at {ts}");
+        }
+    }
+}
+
+/// Waits until `want` dead letters are kept; `rejected` of them are `push_rejected` and none is
+/// anything else.
+fn wait_dead(p: &Pipeline, want: i64, rejected: i64) {
+    let start = Instant::now();
+    loop {
+        let dead = p.dead_letters().expect("dead letters");
+        let total: i64 = dead.values().sum();
+        if total >= want {
+            assert_eq!(dead.get("push_rejected").copied().unwrap_or(0), rejected, "refused pushes: {dead:?}");
+            assert_eq!(total, want, "{dead:?}");
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "dead letters so far: {dead:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// DLMS push: 200 meters push two hours of ciphered DataNotifications (general-glo-ciphering with
 /// each meter's own keys). Every value is stored and equals the model; the same frames pushed again
 /// (a replay: the simulator's counters restart at 1) are refused and kept as dead letters — by a
@@ -390,24 +504,7 @@ fn check_clocks(p: &Pipeline, missing: &BTreeSet<usize>) {
 fn dlms_push_ciphered_is_stored_once_and_replays_are_refused() {
     const N: usize = 200;
     const SEED: u64 = 31;
-    const FROM: &str = "2026-11-20T10:00:00Z";
-    const TO: &str = "2026-11-20T12:00:00Z";
-    let mut p =
-        Pipeline::with_inventory("dlmspush", N, SEED, false, &["--protocol", "dlms"], |csv| csv).expect("pipeline");
-    let keys = write_keys(&p, N, SEED);
-    let port = tests::free_port().expect("port");
-    let cfg = p.dir.path().join("headend.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            // A push-only replica, as the chart runs it: no MQTT intake.
-            "[mqtt]\nenabled = false\n[dlms]\nkeys_file = {:?}\npush_listen = \"127.0.0.1:{port}\"\npush_require_ciphered = true\n",
-            keys.to_string_lossy()
-        ),
-    )
-    .expect("config");
-    p.spec.env.push(("HEADEND_CONFIG".into(), cfg.to_string_lossy().into()));
-    let headend = p.start_headend().expect("head-end");
+    let (mut p, headend, port) = push_listener("dlmspush", N, SEED);
     // A second push replica on the same database, started before any push.
     let port_b = tests::free_port().expect("port");
     let mut spec_b = p.spec.clone();
@@ -416,8 +513,19 @@ fn dlms_push_ciphered_is_stored_once_and_replays_are_refused() {
     let replica_b = procs::Headend::start(&spec_b, &p.dir.path().join("headend-b.log")).expect("replica b");
     let push_to = |port: u16, extra: &[&str]| {
         let target = format!("127.0.0.1:{port}");
-        let mut args =
-            vec!["dlms-push", "--meters", "200", "--seed", "31", "--head-end", &target, "--from", FROM, "--to", TO];
+        let mut args = vec![
+            "dlms-push",
+            "--meters",
+            "200",
+            "--seed",
+            "31",
+            "--head-end",
+            &target,
+            "--from",
+            PUSH_FROM,
+            "--to",
+            PUSH_TO,
+        ];
         args.extend_from_slice(extra);
         procs::run_bin("meter-sim", &args, &[]).expect("dlms-push")
     };
@@ -429,8 +537,8 @@ fn dlms_push_ciphered_is_stored_once_and_replays_are_refused() {
     let rows = crate::model::expected_rows(
         SEED,
         N,
-        crate::pipeline::ts(FROM),
-        crate::pipeline::ts(TO),
+        crate::pipeline::ts(PUSH_FROM),
+        crate::pipeline::ts(PUSH_TO),
         &["1.0.1.8.0".parse().expect("obis"), "1.0.2.8.0".parse().expect("obis")],
     )
     .expect("model");
@@ -461,21 +569,6 @@ fn dlms_push_ciphered_is_stored_once_and_replays_are_refused() {
         Some(notifications as f64),
         "{m}"
     );
-    let wait_dead = |p: &Pipeline, want: i64, rejected: i64| {
-        let start = Instant::now();
-        loop {
-            let dead = p.dead_letters().expect("dead letters");
-            let total: i64 = dead.values().sum();
-            if total >= want {
-                assert_eq!(dead.get("push_rejected").copied().unwrap_or(0), rejected, "replays: {dead:?}");
-                assert_eq!(total, want, "{dead:?}");
-                break;
-            }
-            assert!(start.elapsed() < Duration::from_secs(60), "dead letters so far: {dead:?}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
-
     // The same ciphered frames to the replica that never saw them: its memory has no counters for
     // these meters, the database's refuse every frame.
     push_to(port_b, &["--ciphered"]);
@@ -556,6 +649,76 @@ fn dlms_gmac_polling_persists_and_resynchronises_invocation_counters() {
     }
     let meters_with_data = rig.p.query_i64("SELECT count(DISTINCT meter_id)::bigint FROM readings").expect("count");
     assert_eq!(meters_with_data as usize, N - wrong_keys.len());
+}
+
+/// A ciphered reply with a wrong GMAC tag (the simulator alters the tag of a session's register list
+/// or of its first load-profile block, as an on-path attacker would): the head-end refuses it, counts
+/// the session as an authentication failure with the reason in the meter's poll status, and stores
+/// nothing of that session — not even the register list read before a tampered profile block.
+/// Every other meter is read and equals the model.
+#[test]
+fn dlms_gmac_reply_with_a_wrong_tag_is_refused_and_its_session_stores_nothing() {
+    const N: usize = 60;
+    let faults = FaultRates { seed: 46, tamper: 0.1, ..FaultRates::default() };
+    let tampered: BTreeSet<usize> =
+        (0..N).filter(|&i| matches!(faults.session_fault(i, 0), SessionFault::Tamper { .. })).collect();
+    let after_registers = tampered.iter().filter(|&&i| faults.session_fault(i, 0) == SessionFault::Tamper { reply: 2 });
+    assert!(!tampered.is_empty() && tampered.len() < N / 4, "{tampered:?}");
+    assert!(after_registers.count() > 0, "some sessions lose a profile block after a good register list");
+    let mut rig = Rig::start("dlmstamper", N, SEED, &["--history", "2h", "--tamper", "0.1", "--fault-seed", "46"]);
+    let started = Utc::now();
+    let headend = rig.headend(&CONFIG.replace("auth = \"low\"", "auth = \"gmac\""));
+    wait_round(&headend, N, tampered.len());
+    let m = headend.metrics().expect("metrics");
+    let auth_failed = procs::metric_labelled(
+        &m,
+        "headend_poll_sessions_total",
+        &[("protocol", "dlms"), ("outcome", "authentication_rejected")],
+    );
+    assert_eq!(auth_failed, Some(tampered.len() as f64), "{m}");
+    let p = &rig.p;
+    wait_status(p, N, 0, started);
+    let failing: Vec<(String, String)> = p.rt.block_on(async {
+        let c = p.db.client().await.expect("db");
+        c.query(
+            "SELECT m.serial, s.last_error FROM meter_poll_status s JOIN meters m ON m.id = s.meter_id
+             WHERE s.last_error IS NOT NULL",
+            &[],
+        )
+        .await
+        .expect("status")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    });
+    let model = meter_sim::Model::with_meters(SEED, N);
+    let failing_meters: BTreeSet<usize> = failing.iter().map(|(s, _)| model.index_of(s).expect("serial")).collect();
+    assert_eq!(failing_meters, tampered, "only the meters with a tampered reply fail");
+    for (serial, error) in &failing {
+        assert!(error.contains("authentication tag mismatch"), "{serial}: {error}");
+    }
+    wait_stored_meters(p, N - tampered.len());
+    for r in p.stored().expect("rows") {
+        let i = model.index_of(&r.serial).expect("serial");
+        assert!(
+            !tampered.contains(&i),
+            "{}: a session with a tampered reply stored {} at {}",
+            r.serial,
+            r.channel,
+            r.ts
+        );
+        let regs = model.registers_at(i, floor15(r.ts)).expect("model");
+        let want = match r.channel {
+            1 => regs.import_total(),
+            2 => regs.import_vt,
+            3 => regs.import_nt,
+            4 => regs.export,
+            other => panic!("unexpected channel {other}"),
+        };
+        assert_eq!(r.value, want, "{} channel {} at {}", r.serial, r.channel, r.ts);
+    }
+    let summary = rig.stop_sim();
+    assert_eq!(summary["faults"]["tampered"].as_u64(), Some(tampered.len() as u64), "{summary}");
 }
 
 /// Waits until every meter's poll status of this run is written (they are flushed every second).
