@@ -358,7 +358,7 @@ mod tests {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(reasons, ["malformed_json", "topic_mismatch", "unknown_meter"]);
+        assert_eq!(reasons, ["malformed_json", "topic_not_authorised", "unknown_meter"]);
         let v: i64 = c
             .query_one("SELECT value FROM readings WHERE channel_id = 5 ORDER BY ts LIMIT 1", &[])
             .await

@@ -57,7 +57,7 @@ pub const DEAD_LETTER_REASONS: [&str; 11] = [
     "unknown_channel",
     "impossible_value",
     "timestamp_out_of_range",
-    "topic_mismatch",
+    "topic_not_authorised",
     "store_failed",
     "push_malformed",
     "push_rejected",

@@ -35,39 +35,22 @@ pub enum BadUrl {
 /// Broker options from an `mqtt://` (or `mqtts://`, TLS) URL and the configuration.
 pub fn options(cfg: &MqttConfig) -> Result<MqttOptions, BadUrl> {
     // The URL may carry the broker password: the error (which is logged) shows it masked.
-    let bad = || BadUrl::Url(crate::config::redact_url(&cfg.url));
-    let (rest, tls) = if let Some(r) = cfg.url.strip_prefix("mqtts://").or_else(|| cfg.url.strip_prefix("ssl://")) {
-        (r, true)
-    } else {
-        (cfg.url.strip_prefix("mqtt://").or_else(|| cfg.url.strip_prefix("tcp://")).ok_or_else(bad)?, false)
-    };
-    let rest = rest.trim_end_matches('/');
-    let (creds, hostport) = match rest.rsplit_once('@') {
-        Some((c, h)) => (Some(c), h),
-        None => (None, rest),
-    };
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
-        None => (hostport, if tls { 8883 } else { 1883 }),
-    };
-    if host.is_empty() {
-        return Err(bad());
-    }
-    if !tls && cfg.ca_file.is_some() {
+    let url = schemas::mqtt_auth::BrokerUrl::parse(&cfg.url)
+        .ok_or_else(|| BadUrl::Url(crate::config::redact_url(&cfg.url)))?;
+    if !url.tls && cfg.ca_file.is_some() {
         return Err(BadUrl::Tls("mqtt.ca_file is set but the URL is not mqtts://".into()));
     }
-    let mut o = MqttOptions::new(cfg.effective_client_id(), host.trim_start_matches('[').trim_end_matches(']'), port);
+    let mut o = MqttOptions::new(cfg.effective_client_id(), url.host, url.port);
     o.set_clean_session(false)
         .set_manual_acks(true)
         .set_keep_alive(cfg.keep_alive)
         .set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes)
         .set_request_channel_capacity(cfg.request_queue)
         .set_inflight(100);
-    if let Some(c) = creds {
-        let (u, p) = c.split_once(':').unwrap_or((c, ""));
-        o.set_credentials(u, p);
+    if let Some((user, password)) = url.credentials {
+        o.set_credentials(user, password);
     }
-    if tls {
+    if url.tls {
         let config = schemas::mqtt_auth::tls_client_config(cfg.ca_file.as_deref()).map_err(BadUrl::Tls)?;
         o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(config)));
     }
@@ -339,7 +322,7 @@ impl Intake {
         if let Some(serial) = ingest::serial_in_topic(topic, self.cfg.topic_serial_level) {
             if serial != payload.meter.as_str() {
                 return Err((
-                    "topic_mismatch",
+                    "topic_not_authorised",
                     format!("topic names meter {serial:?} but the payload {}", payload.meter),
                 ));
             }

@@ -6,6 +6,8 @@
 //! - [`inventory`]: the inventory CSV contract shared by `headend inventory import` and `meter-sim inventory`.
 //! - [`migrations`]: the numbered SQL migrations, embedded.
 //! - [`channel`]: the channel catalogue the migrations seed.
+//! - [`mqtt_auth`]: per-meter MQTT credentials, broker URLs and their TLS trust.
+//! - [`redact`]: passwords masked in URLs before they are logged or printed.
 
 pub mod channel;
 pub mod inventory;
@@ -15,8 +17,10 @@ pub mod mqtt_auth;
 pub mod obis;
 pub mod payload;
 pub mod reading;
+pub mod redact;
 
 pub use channel::{ChannelDef, ChannelKind, CHANNELS};
 pub use obis::ObisCode;
 pub use payload::{PayloadError, ReadingPayload};
 pub use reading::{MeterSerial, Quality, Reading, Source};
+pub use redact::redact_url;

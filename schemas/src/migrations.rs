@@ -110,6 +110,11 @@ pub const MIGRATIONS: &[Migration] = &[
             plain: include_str!("../migrations/0012_rollup_window.plain.sql"),
         },
     },
+    Migration {
+        version: 13,
+        name: "topic_not_authorised",
+        sql: Sql::Common(include_str!("../migrations/0013_topic_not_authorised.sql")),
+    },
 ];
 
 #[cfg(test)]

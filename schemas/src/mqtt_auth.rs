@@ -4,11 +4,12 @@
 //! (HMAC-SHA256 of the serial), so the password file for the broker and the meters' (or the
 //! simulator's) passwords come from the same secret without a list of 205k passwords to keep. The
 //! broker's ACL lets user `S` publish only on `meters/S/readings`; the head-end refuses a payload
-//! whose meter is not the topic's (`topic_mismatch`), so a meter can report only its own readings.
+//! whose meter is not the topic's (`topic_not_authorised`), so a meter can report only its own readings.
 //!
 //! The password file is Mosquitto's own format (`user:$7$iterations$salt$hash`, PBKDF2-HMAC-SHA512,
 //! what `mosquitto_passwd` writes), made here so that no plaintext password file is ever written.
-//! [`tls_client_config`] is the TLS trust of `mqtts://` clients (head-end and simulator).
+//! [`BrokerUrl`] parses the broker URLs of both clients (head-end and simulator), and
+//! [`tls_client_config`] is their TLS trust for `mqtts://`.
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -61,6 +62,44 @@ pub fn acl(readers: &[&str]) -> String {
     out
 }
 
+/// A broker URL: `mqtt://` or `tcp://` (plain), `mqtts://` or `ssl://` (TLS), then
+/// `[user[:password]@]host[:port]`, an IPv6 host in brackets; the port defaults to 1883, 8883 with
+/// TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerUrl<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub tls: bool,
+    /// User and password (empty when the URL names only a user).
+    pub credentials: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> BrokerUrl<'a> {
+    /// The parts of `url`; `None` when it is not a broker URL (callers say so without echoing a
+    /// password it may hold).
+    pub fn parse(url: &'a str) -> Option<Self> {
+        let (rest, tls) = match url.strip_prefix("mqtts://").or_else(|| url.strip_prefix("ssl://")) {
+            Some(r) => (r, true),
+            None => (url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://"))?, false),
+        };
+        let rest = rest.trim_end_matches('/');
+        let (credentials, hostport) = match rest.rsplit_once('@') {
+            Some((c, h)) => (Some(c.split_once(':').unwrap_or((c, ""))), h),
+            None => (None, rest),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            // `h` ending in ':' is a bare IPv6 address, not a port.
+            Some((h, p)) if !h.ends_with(':') => (h, p.parse::<u16>().ok()?),
+            _ => (hostport, if tls { 8883 } else { 1883 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains('/') {
+            return None;
+        }
+        Some(Self { host, port, tls, credentials })
+    }
+}
+
 /// A TLS client configuration for an `mqtts://` broker (rustls with the ring provider) trusting
 /// the authorities in the PEM file `ca_file`, or the system's roots.
 ///
@@ -102,6 +141,19 @@ pub fn tls_client_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn broker_urls() {
+        let u = BrokerUrl::parse("mqtt://user:pw@broker.example:1884").expect("url");
+        assert_eq!(u, BrokerUrl { host: "broker.example", port: 1884, tls: false, credentials: Some(("user", "pw")) });
+        let u = BrokerUrl::parse("mqtts://meter@[::1]/").expect("url");
+        assert_eq!(u, BrokerUrl { host: "::1", port: 8883, tls: true, credentials: Some(("meter", "")) });
+        assert_eq!(BrokerUrl::parse("tcp://127.0.0.1").map(|u| (u.port, u.tls)), Some((1883, false)));
+        assert_eq!(BrokerUrl::parse("ssl://h:1").map(|u| (u.host, u.port, u.tls)), Some(("h", 1, true)));
+        for bad in ["http://x", "mqtt://", "mqtt://host:port", "127.0.0.1:1883", "mqtt://:1883", "mqtt://a/b"] {
+            assert_eq!(BrokerUrl::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn passwords_differ_by_meter_and_by_secret_and_are_stable() {

@@ -142,7 +142,7 @@ fn meters_publish_only_with_their_own_credentials_and_only_their_own_readings() 
     let start = Instant::now();
     loop {
         let dead = p.dead_letters().expect("dead letters");
-        if dead.get("topic_mismatch").copied().unwrap_or(0) >= 1 {
+        if dead.get("topic_not_authorised").copied().unwrap_or(0) >= 1 {
             assert_eq!(dead.values().sum::<i64>(), 1, "only the payload naming another meter: {dead:?}");
             break;
         }
