@@ -323,6 +323,14 @@ pub struct CollectConfig {
     pub clock_sync: bool,
     #[serde(with = "humantime_serde")]
     pub clock_sync_max_step: Duration,
+    /// A meter whose last session failed authentication (its password or keys are wrong, or its
+    /// reply did not verify) is not polled again for this long, doubled for each further failure
+    /// in a row up to `auth_cooldown_max`: wrong credentials do not mend themselves, and every
+    /// attempt is one more refusal in the meter's security log. `0s`: retried every round.
+    #[serde(with = "humantime_serde")]
+    pub auth_cooldown: Duration,
+    #[serde(with = "humantime_serde")]
+    pub auth_cooldown_max: Duration,
     /// Schedules per group of meters.
     pub groups: Vec<GroupSchedule>,
 }
@@ -342,6 +350,8 @@ impl Default for CollectConfig {
             clock_threshold: Duration::from_secs(10),
             clock_sync: false,
             clock_sync_max_step: Duration::from_secs(60),
+            auth_cooldown: Duration::from_secs(3_600),
+            auth_cooldown_max: Duration::from_secs(86_400),
             groups: vec![GroupSchedule::default()],
         }
     }
@@ -587,6 +597,9 @@ impl HeadendConfig {
         }
         if self.collect.enabled && self.collect.max_sessions == 0 {
             return Err(ConfigError::Invalid("collect.max_sessions must be above 0".into()));
+        }
+        if self.collect.auth_cooldown_max < self.collect.auth_cooldown {
+            return Err(ConfigError::Invalid("collect.auth_cooldown_max must be at least collect.auth_cooldown".into()));
         }
         for g in &self.collect.groups {
             if g.profile_every.is_zero() || g.registers_every.is_zero() || g.events_every.is_zero() {

@@ -324,10 +324,12 @@ Faults (decided per session or meter by hashes of --fault-seed, see meter_sim::d
   --refuse (close at once), --no-answer (never reply), --drop (close on request 2..5),
   --corrupt (one reply's APDU tag inverted), --tamper (HLS: a ciphered GET reply's GMAC tag altered),
   --latency-rate/--latency (slow session),
-  --wrong-keys (per meter: HLS fails), --clock-drift (per meter: clock off by 1..15 min).
+  --wrong-keys (per meter: HLS fails), --wrong-password (per meter: LLS fails),
+  --clock-drift (per meter: clock off by 1..15 min).
 On SIGINT/SIGTERM prints ONE JSON summary line on stdout: {meters, sessions, foreign_address,
 associations, associations_refused, requests, replies, protocol_errors, faults:{refused, no_answer,
-dropped, corrupted, tampered, delayed, wrong_keys_sessions}, clock_sets, elapsed_s}.";
+dropped, corrupted, tampered, delayed, wrong_keys_sessions, wrong_password_sessions}, clock_sets,
+elapsed_s}.";
 
 const DLMS_PUSH_HELP: &str = "\
 For every meter, one TCP connection to --head-end (bound to the meter's loopback address when the
@@ -415,6 +417,9 @@ struct DlmsArgs {
     /// Rate of meters with wrong keys (HLS fails).
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     wrong_keys: f64,
+    /// Rate of meters with a wrong LLS password (LLS fails).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    wrong_password: f64,
     /// Seed of the fault decisions (default: --seed).
     #[arg(long)]
     fault_seed: Option<u64>,
@@ -494,6 +499,7 @@ fn run_dlms(a: DlmsArgs) -> anyhow::Result<()> {
         latency_rate: a.latency_rate,
         latency_ms: a.latency,
         wrong_keys: a.wrong_keys,
+        wrong_password: a.wrong_password,
         clock_drift: a.clock_drift,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;

@@ -249,6 +249,26 @@ fn invocation_counters_increase_across_sessions_and_wrong_keys_fail() {
     assert!(!matches!(c.associate(), AssociationStep::Established));
 }
 
+/// The wrong-password fault: LLS is refused with authentication-failure; public and HLS still work.
+#[test]
+fn a_wrong_password_refuses_lls_only() {
+    use dlms_cosem_rs::acse::{AssociationResult, Diagnostic, UserDiagnostic};
+    let sim = sim_with(|c| c.faults.wrong_password = 1.0);
+    let mut c = Client::new(&sim, 5, AuthMechanism::Low, 1024);
+    match c.associate() {
+        AssociationStep::Rejected { result, diagnostic } => {
+            assert_eq!(result, AssociationResult::RejectedPermanent);
+            assert_eq!(diagnostic, Diagnostic::User(UserDiagnostic::AuthenticationFailure));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sim.summary(0.0).faults.wrong_password_sessions, 1);
+    for mechanism in [AuthMechanism::None, AuthMechanism::HighGmac] {
+        let mut c = Client::new(&sim, 5, mechanism, 1024);
+        assert_eq!(c.associate(), AssociationStep::Established, "{mechanism:?}");
+    }
+}
+
 #[test]
 fn foreign_client_sap_closes() {
     let sim = sim();

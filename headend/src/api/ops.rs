@@ -84,7 +84,7 @@ pub fn rate_span(q: &HashMap<String, String>) -> Result<(NaiveDate, NaiveDate), 
 
 /// The meter list's parameters: its filters and page.
 pub const METER_PARAMS: &[&str] =
-    &["status", "hours", "transformer", "feeder", "municipality", "protocol", "serial", "page"];
+    &["status", "hours", "transformer", "feeder", "municipality", "protocol", "serial", "reason", "page"];
 
 /// The meter list's filters and page number.
 pub fn meter_filter(q: &HashMap<String, String>) -> Result<(meters::Filter, i64), ApiError> {
@@ -103,6 +103,7 @@ pub fn meter_filter(q: &HashMap<String, String>) -> Result<(meters::Filter, i64)
         municipality: text_param(q, "municipality")?,
         protocol: text_param(q, "protocol")?,
         serial: text_param(q, "serial")?,
+        reason: text_param(q, "reason")?,
     };
     Ok((filter, int_param(q, "page", 1..=ops::MAX_PAGE, 1)?))
 }
@@ -234,6 +235,7 @@ async fn summary(State(s): State<AppState>, _operator: Operator) -> Result<Json<
         ("municipality" = Option<String>, Query, description = "Only buildings in this municipality"),
         ("protocol" = Option<String>, Query, description = "`mqtt`, `dlms` or `modbus`"),
         ("serial" = Option<String>, Query, description = "Serial prefix (case-insensitive)"),
+        ("reason" = Option<String>, Query, description = "Only meters whose current poll failures have this reason, e.g. `authentication_rejected` (meters cooling down after a refused login), `timeout`"),
         ("page" = Option<i64>, Query, description = "Page number from 1 (50 meters a page)"),
     ),
     responses(

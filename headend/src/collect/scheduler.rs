@@ -20,7 +20,7 @@
 //! while its bucket stays held under the same claim ([`Leases::epoch`]): a bucket lost and claimed
 //! back is loaded from the database again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -123,6 +123,8 @@ pub struct RoundSummary {
     pub readings: usize,
     /// Meters not polled because their bucket's lease was lost (or is being handed back) meanwhile.
     pub skipped: usize,
+    /// Meters due but not polled: their last session failed authentication (`collect.auth_cooldown`).
+    pub cooling_down: usize,
 }
 
 /// Polls one group until `stop`; sessions in flight when it is cancelled finish first (bounded by
@@ -247,6 +249,28 @@ async fn load_state(shared: &Shared, ids: &[i32], takeover: bool) -> anyhow::Res
     Ok(state)
 }
 
+/// Meters whose last session failed authentication less than `auth_cooldown` × 2^(failures in a
+/// row − 1), at most `auth_cooldown_max`, before `now`. Read from `meter_poll_status`, so the
+/// cool-down holds across restarts and replicas.
+async fn cooling_down(shared: &Shared, now: DateTime<Utc>) -> anyhow::Result<HashSet<i32>> {
+    let cfg = &shared.cfg;
+    if cfg.auth_cooldown.is_zero() {
+        return Ok(HashSet::new());
+    }
+    let (base, max) = (cfg.auth_cooldown.as_secs_f64(), cfg.auth_cooldown_max.as_secs_f64());
+    let client = shared.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT meter_id FROM meter_poll_status
+             WHERE last_error LIKE 'authentication_rejected:%' AND consecutive_failures > 0
+               AND last_attempt_at > $1::timestamptz - make_interval(
+                       secs => least($2::float8 * 2 ^ (least(consecutive_failures, 30) - 1), $3::float8))",
+            &[&now, &base, &max],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// The group's meters in the buckets this replica leases. A meter belongs to the first group of
 /// its protocol whose prefix matches its `transformer`.
 pub async fn targets(shared: &Shared, group: &GroupSchedule) -> anyhow::Result<Vec<Target>> {
@@ -344,6 +368,7 @@ async fn round(
         state.extend(loaded);
         tracing::info!(group = %group.name, meters = ids.len(), takeover, "meters' state loaded");
     }
+    let cooling = cooling_down(shared, now).await?;
     poller.prepare(&targets).await;
     let mut sessions = JoinSet::new();
     let mut summary = RoundSummary { meters: targets.len(), ..RoundSummary::default() };
@@ -356,6 +381,10 @@ async fn round(
         let epoch = st.epoch;
         let tasks = tasks_for(&shared.cfg, group, st, now);
         if tasks.is_empty() {
+            continue;
+        }
+        if cooling.contains(&target.meter_id) {
+            summary.cooling_down += 1;
             continue;
         }
         let slot = tokio::select! {
@@ -396,7 +425,12 @@ async fn round(
     }
     let m = &shared.metrics;
     m.poll_round_seconds.with_label_values(&[&group.name]).set(started.elapsed().as_secs_f64());
-    for (result, n) in [("total", summary.meters), ("ok", summary.ok), ("failed", summary.failed)] {
+    for (result, n) in [
+        ("total", summary.meters),
+        ("ok", summary.ok),
+        ("failed", summary.failed),
+        ("cooling_down", summary.cooling_down),
+    ] {
         m.poll_round_meters.with_label_values(&[&group.name, result]).set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     Ok(summary)

@@ -59,6 +59,9 @@ pub struct Filter {
     pub protocol: Option<String>,
     /// Serial prefix (case-insensitive).
     pub serial: Option<String>,
+    /// Polled meters whose current run of failures has this reason (the label of
+    /// `meter_poll_status.last_error`, e.g. `authentication_rejected`).
+    pub reason: Option<String>,
 }
 
 impl Default for Filter {
@@ -71,6 +74,7 @@ impl Default for Filter {
             municipality: None,
             protocol: None,
             serial: None,
+            reason: None,
         }
     }
 }
@@ -148,15 +152,17 @@ fn matching<'a>(f: &'a Filter, b: &'a Bound) -> Query<'a> {
          WHERE m.installed_on <= $1 AND (m.removed_on IS NULL OR m.removed_on > $1)
            AND ($2::text IS NULL OR m.transformer = $2) AND ($3::text IS NULL OR m.feeder = $3)
            AND ($4::text IS NULL OR b.municipality = $4) AND ($5::text IS NULL OR m.protocol = $5)
-           AND ($6::text IS NULL OR m.serial ILIKE $6)",
+           AND ($6::text IS NULL OR m.serial ILIKE $6)
+           AND ($7::text IS NULL OR EXISTS (SELECT 1 FROM meter_poll_status s WHERE s.meter_id = m.id
+                                            AND s.consecutive_failures > 0 AND split_part(s.last_error, ':', 1) = $7))",
     );
     let mut params: Vec<&'a (dyn ToSql + Sync)> =
-        vec![&b.today, &f.transformer, &f.feeder, &f.municipality, &f.protocol, &b.serial];
+        vec![&b.today, &f.transformer, &f.feeder, &f.municipality, &f.protocol, &b.serial, &f.reason];
     match f.status {
         Status::NotReporting => {
             sql.push_str(
-                " AND NOT EXISTS (SELECT 1 FROM read_ledger l WHERE l.meter_id = m.id AND l.day >= $7 AND l.received > 0)
-                  AND NOT EXISTS (SELECT 1 FROM readings r WHERE r.meter_id = m.id AND r.channel_id = 1 AND r.ts > $8)",
+                " AND NOT EXISTS (SELECT 1 FROM read_ledger l WHERE l.meter_id = m.id AND l.day >= $8 AND l.received > 0)
+                  AND NOT EXISTS (SELECT 1 FROM readings r WHERE r.meter_id = m.id AND r.channel_id = 1 AND r.ts > $9)",
             );
             params.push(&b.since_day);
             params.push(&b.cutoff);
@@ -229,14 +235,15 @@ pub async fn list(c: &impl GenericClient, f: &Filter, page: i64, now: DateTime<U
     Ok(MeterPage { status: f.status, hours: f.hours, total, page, per_page: PER_PAGE, meters })
 }
 
-/// The values the list's filters offer: distinct transformers, feeders, municipalities and protocols
-/// (at most `limit` of each, sorted).
+/// The values the list's filters offer: distinct transformers, feeders, municipalities, protocols and
+/// reasons of current poll failures (at most `limit` of each, sorted).
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct Choices {
     pub transformers: Vec<String>,
     pub feeders: Vec<String>,
     pub municipalities: Vec<String>,
     pub protocols: Vec<String>,
+    pub reasons: Vec<String>,
 }
 
 pub async fn choices(c: &impl GenericClient, limit: i64) -> Result<Choices, OpsError> {
@@ -248,7 +255,10 @@ pub async fn choices(c: &impl GenericClient, limit: i64) -> Result<Choices, OpsE
              UNION ALL
              (SELECT 3, municipality FROM buildings GROUP BY municipality ORDER BY 2 LIMIT $1)
              UNION ALL
-             (SELECT 4, protocol FROM meters GROUP BY protocol ORDER BY 2 LIMIT $1)",
+             (SELECT 4, protocol FROM meters GROUP BY protocol ORDER BY 2 LIMIT $1)
+             UNION ALL
+             (SELECT 5, split_part(last_error, ':', 1) FROM meter_poll_status
+              WHERE consecutive_failures > 0 AND last_error IS NOT NULL GROUP BY 2 ORDER BY 2 LIMIT $1)",
             &[&limit],
         )
         .await?;
@@ -259,7 +269,8 @@ pub async fn choices(c: &impl GenericClient, limit: i64) -> Result<Choices, OpsE
             1 => out.transformers.push(v),
             2 => out.feeders.push(v),
             3 => out.municipalities.push(v),
-            _ => out.protocols.push(v),
+            4 => out.protocols.push(v),
+            _ => out.reasons.push(v),
         }
     }
     Ok(out)
@@ -550,6 +561,14 @@ mod tests {
         assert_eq!(list(&c, &failing, 1, now).await.expect("list").meters[0].serial, "C1");
         let prefix = Filter { status: Status::All, serial: Some("a".into()), ..Filter::default() };
         assert_eq!(list(&c, &prefix, 1, now).await.expect("list").total, 3);
+        // By the failure's reason, whatever the list.
+        for status in [Status::Failing, Status::All, Status::NotReporting] {
+            let timeouts = Filter { status, reason: Some("timeout".into()), ..Filter::default() };
+            let p = list(&c, &timeouts, 1, now).await.expect("list");
+            assert_eq!(p.meters.iter().map(|m| m.serial.as_str()).collect::<Vec<_>>(), ["C1"], "{status:?}");
+            let auth = Filter { status, reason: Some("authentication_rejected".into()), ..Filter::default() };
+            assert_eq!(count(&c, &auth, now).await.expect("count"), 0, "{status:?}");
+        }
         let wild = Filter { status: Status::All, serial: Some("%".into()), ..Filter::default() };
         assert_eq!(list(&c, &wild, 1, now).await.expect("list").total, 0, "LIKE wildcards are literal");
         // A page past the end still has the total.
@@ -562,6 +581,7 @@ mod tests {
         assert_eq!(ch.feeders, ["F1"]);
         assert_eq!(ch.municipalities, ["Vračar", "Zemun"]);
         assert_eq!(ch.protocols, ["modbus", "mqtt"]);
+        assert_eq!(ch.reasons, ["timeout"]);
     }
 
     #[tokio::test]

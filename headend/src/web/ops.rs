@@ -207,7 +207,8 @@ struct DashboardPage {
     tabs: Tabs,
     kpis: Vec<Kpi>,
     dead: Vec<(String, String)>,
-    failures: Vec<(String, String)>,
+    /// Reason, meters, the failing-meter list of that reason.
+    failures: Vec<(String, String, String)>,
     rates: Vec<RateRow>,
     chart: String,
     from: String,
@@ -332,7 +333,14 @@ async fn dashboard(State(s): State<AppState>, operator: Operator, lang: Lang, ur
         tabs: tabs(&who, "dashboard"),
         kpis,
         dead: pairs(&head.dead_letters_today),
-        failures: pairs(&head.poll_failures),
+        failures: head
+            .poll_failures
+            .iter()
+            .map(|d| {
+                let list = href("/ops/meters", &[("status", "failing".into()), ("reason", d.reason.clone())]);
+                (d.reason.clone(), int(lang, d.count), list)
+            })
+            .collect(),
         rates: rows,
         chart,
         from: from.to_string(),
@@ -371,6 +379,7 @@ struct MetersPage {
     municipality: String,
     protocol: String,
     serial: String,
+    reason: String,
     choices: meters::Choices,
     rows: Vec<MeterItem>,
     pager: Pager,
@@ -399,6 +408,7 @@ async fn meter_list(
         ("municipality", opt(&f.municipality)),
         ("protocol", opt(&f.protocol)),
         ("serial", opt(&f.serial)),
+        ("reason", opt(&f.reason)),
     ];
     let rows = list
         .meters
@@ -435,6 +445,7 @@ async fn meter_list(
         municipality: opt(&f.municipality),
         protocol: opt(&f.protocol),
         serial: opt(&f.serial),
+        reason: opt(&f.reason),
         choices,
         rows,
         pager: Pager::new(lang, "/ops/meters", &query, page, list.total),

@@ -111,6 +111,7 @@ pub struct Connection {
     session: u32,
     fault: SessionFault,
     wrong_keys: bool,
+    wrong_password: bool,
     latency: Duration,
     input: Vec<u8>,
     hdlc: Option<HdlcLink>,
@@ -142,6 +143,7 @@ impl Connection {
         let fault = faults.session_fault(meter, session);
         let latency = faults.latency(meter, session);
         let wrong_keys = faults.wrong_keys(meter);
+        let wrong_password = faults.wrong_password(meter);
         let st = &sim.stats;
         st.sessions.fetch_add(1, Ordering::Relaxed);
         match fault {
@@ -167,6 +169,7 @@ impl Connection {
             session,
             fault,
             wrong_keys,
+            wrong_password,
             latency,
             input: Vec::new(),
             hdlc,
@@ -316,7 +319,15 @@ impl Connection {
                 Assoc::Lls => AuthMechanism::Low,
                 Assoc::Hls => AuthMechanism::HighGmac,
             },
-            password: if assoc == Assoc::Lls { Secret::new(&keys.password).ok() } else { None },
+            password: if assoc == Assoc::Lls {
+                let mut password = keys.password;
+                if self.wrong_password {
+                    password[7] = if password[7] == b'Z' { b'Y' } else { b'Z' };
+                }
+                Secret::new(&password).ok()
+            } else {
+                None
+            },
             security: if assoc == Assoc::Hls {
                 SecurityPolicy::authenticated_encrypted(SecuritySuite::Suite0)
             } else {
@@ -345,6 +356,9 @@ impl Connection {
         }
         if assoc == Assoc::Hls && self.wrong_keys {
             self.sim.stats.wrong_keys_sessions.fetch_add(1, Ordering::Relaxed);
+        }
+        if assoc == Assoc::Lls && self.wrong_password {
+            self.sim.stats.wrong_password_sessions.fetch_add(1, Ordering::Relaxed);
         }
         engine
     }

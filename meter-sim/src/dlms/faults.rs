@@ -1,7 +1,8 @@
 //! Deterministic fault injection for the DLMS server.
 //!
 //! Every decision is a hash of `(fault seed, meter index, …)`, so a test can predict it with
-//! [`FaultRates::session_fault`], [`FaultRates::wrong_keys`] and [`FaultRates::drift_secs`].
+//! [`FaultRates::session_fault`], [`FaultRates::wrong_keys`], [`FaultRates::wrong_password`] and
+//! [`FaultRates::drift_secs`].
 //!
 //! Per SESSION (the `k`-th accepted connection to meter `i` in this process, `k` from 0), at most one of:
 //! * **refuse** — the connection is accepted and closed at once, nothing is read or sent: the session
@@ -27,6 +28,9 @@
 //! Per METER (persistent for the process, independent of sessions):
 //! * **wrong keys** — the meter uses keys different from `meter-sim keys` (each byte of ek and ak
 //!   inverted): HLS-GMAC associations (and so all ciphered reads) fail; public and LLS reads work.
+//! * **wrong password** — the meter's LLS password differs from `meter-sim keys` (its last
+//!   character changed): LLS associations are refused with `authentication-failure`; public and
+//!   HLS reads work.
 //! * **clock drift** — the meter's clock is off by ±1..=15 minutes (never 0): the clock attribute shows it
 //!   and the load profile ends at the last interval completed by the drifted clock, but values are still
 //!   the model's for each row's timestamp. A clock SET removes the drift.
@@ -45,6 +49,7 @@ const LATENCY: u64 = 0xD1_F002;
 const WRONG_KEYS: u64 = 0xD1_F003;
 const DRIFT: u64 = 0xD1_F004;
 const DRIFT_AMOUNT: u64 = 0xD1_F005;
+const WRONG_PASSWORD: u64 = 0xD1_F007;
 
 /// Fault rates (each in [0, 1]).
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +67,7 @@ pub struct FaultRates {
     /// Range of the delay of a slow session's replies, in milliseconds.
     pub latency_ms: RangeInclusive<u64>,
     pub wrong_keys: f64,
+    pub wrong_password: f64,
     pub clock_drift: f64,
 }
 
@@ -77,6 +83,7 @@ impl Default for FaultRates {
             latency_rate: 0.0,
             latency_ms: 500..=5000,
             wrong_keys: 0.0,
+            wrong_password: 0.0,
             clock_drift: 0.0,
         }
     }
@@ -147,6 +154,11 @@ impl FaultRates {
     /// Whether meter `index` has wrong keys.
     pub fn wrong_keys(&self, index: usize) -> bool {
         hash::chance(hash::hash(&[self.seed, WRONG_KEYS, index as u64]), self.wrong_keys)
+    }
+
+    /// Whether meter `index` has a wrong LLS password.
+    pub fn wrong_password(&self, index: usize) -> bool {
+        hash::chance(hash::hash(&[self.seed, WRONG_PASSWORD, index as u64]), self.wrong_password)
     }
 
     /// Meter `index`'s clock drift in seconds (0 = none; otherwise ±60..=900, whole minutes).

@@ -76,6 +76,7 @@ pub struct Stats {
     pub tampered: AtomicU64,
     pub delayed: AtomicU64,
     pub wrong_keys_sessions: AtomicU64,
+    pub wrong_password_sessions: AtomicU64,
     pub clock_sets: AtomicU64,
 }
 
@@ -105,6 +106,7 @@ pub struct FaultSummary {
     pub tampered: u64,
     pub delayed: u64,
     pub wrong_keys_sessions: u64,
+    pub wrong_password_sessions: u64,
 }
 
 /// The shared state of a server process.
@@ -171,6 +173,7 @@ impl Sim {
                 tampered: load(&s.tampered),
                 delayed: load(&s.delayed),
                 wrong_keys_sessions: load(&s.wrong_keys_sessions),
+                wrong_password_sessions: load(&s.wrong_password_sessions),
             },
             clock_sets: load(&s.clock_sets),
             elapsed_s,

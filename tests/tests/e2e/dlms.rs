@@ -33,6 +33,7 @@ fn rates() -> FaultRates {
         latency_rate: 0.02,
         latency_ms: 100..=400,
         wrong_keys: 0.0,
+        wrong_password: 0.0,
         clock_drift: 0.02,
     }
 }
@@ -600,7 +601,10 @@ fn dlms_gmac_polling_persists_and_resynchronises_invocation_counters() {
     let wrong_keys: BTreeSet<usize> = (0..N).filter(|&i| wrong.wrong_keys(i)).collect();
     assert!(!wrong_keys.is_empty() && wrong_keys.len() < N / 4, "{wrong_keys:?}");
     let mut rig = Rig::start("dlmsgmac", N, SEED, &["--history", "2h", "--wrong-keys", "0.05", "--fault-seed", "42"]);
-    let config = CONFIG.replace("auth = \"low\"", "auth = \"gmac\"");
+    // Every run calls the meters with wrong keys again: no authentication cool-down here.
+    let config = CONFIG
+        .replace("auth = \"low\"", "auth = \"gmac\"")
+        .replace("[collect]\n", "[collect]\nauth_cooldown = \"0s\"\n");
 
     let counters =
         |p: &Pipeline| p.query_i64("SELECT count(*)::bigint FROM dlms_invocation_counters").expect("counters");
@@ -719,6 +723,79 @@ fn dlms_gmac_reply_with_a_wrong_tag_is_refused_and_its_session_stores_nothing() 
     }
     let summary = rig.stop_sim();
     assert_eq!(summary["faults"]["tampered"].as_u64(), Some(tampered.len() as u64), "{summary}");
+}
+
+/// LLS meters whose password is wrong (`meter-sim dlms --wrong-password`): their sessions are refused
+/// and counted as authentication failures, the operators' failing list filtered by that reason shows
+/// exactly them, and they cool down — a restarted head-end (the cool-down is read from the database)
+/// does not call them in its round while it polls every other meter. With `auth_cooldown = "0s"`
+/// they are called, and refused, every round.
+#[test]
+fn dlms_authentication_failures_cool_down_and_are_listed_for_operators() {
+    const N: usize = 60;
+    let faults = FaultRates { seed: 47, wrong_password: 0.1, ..FaultRates::default() };
+    let wrong: BTreeSet<usize> = (0..N).filter(|&i| faults.wrong_password(i)).collect();
+    assert!(!wrong.is_empty() && wrong.len() < N / 4, "{wrong:?}");
+    let mut rig =
+        Rig::start("dlmscooldown", N, SEED, &["--history", "2h", "--wrong-password", "0.1", "--fault-seed", "47"]);
+    let round_meters = |h: &procs::Headend, result: &str| {
+        let m = h.metrics().expect("metrics");
+        procs::metric_labelled(&m, "headend_poll_round_meters", &[("group", "dlms"), ("result", result)])
+    };
+    let auth_failed = |h: &procs::Headend| {
+        let m = h.metrics().expect("metrics");
+        procs::metric_labelled(&m, "headend_poll_sessions_total", &[("protocol", "dlms"), ("outcome", "authentication_rejected")])
+    };
+
+    let headend = rig.headend(CONFIG);
+    wait_round(&headend, N, wrong.len());
+    assert_eq!(auth_failed(&headend), Some(wrong.len() as f64));
+    let model = meter_sim::Model::with_meters(SEED, N);
+    let p = &rig.p;
+    wait_status(p, N, 0, Utc::now() - chrono::Duration::minutes(10));
+    let (status, body) = procs::http_get_auth(
+        headend.http,
+        "/api/v1/ops/meters?status=failing&reason=authentication_rejected",
+        &p.token,
+    )
+    .expect("GET failing meters");
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let listed: BTreeSet<usize> = page["meters"]
+        .as_array()
+        .expect("meters")
+        .iter()
+        .map(|m| model.index_of(m["serial"].as_str().expect("serial")).expect("a fleet serial"))
+        .collect();
+    assert_eq!(listed, wrong, "the operators' list of authentication failures");
+    let meters_with_data = p.query_i64("SELECT count(DISTINCT meter_id)::bigint FROM readings").expect("count");
+    assert_eq!(meters_with_data as usize, N - wrong.len());
+    drop(headend);
+
+    // Restarted at once: the refused meters are cooling down (1 h), the others are polled again.
+    let headend = rig.headend(CONFIG);
+    wait_round(&headend, N - wrong.len(), 0);
+    assert_eq!(round_meters(&headend, "cooling_down"), Some(wrong.len() as f64));
+    assert_eq!(auth_failed(&headend), None, "no refused meter was called");
+    drop(headend);
+
+    // Without a cool-down they are called and refused again.
+    let started = Utc::now();
+    let headend = rig.headend(&CONFIG.replace("[collect]\n", "[collect]\nauth_cooldown = \"0s\"\n"));
+    wait_round(&headend, N, wrong.len());
+    assert_eq!(round_meters(&headend, "cooling_down"), Some(0.0));
+    let p = &rig.p;
+    wait_status(p, N, 2, started);
+    let again = p
+        .query_i64(
+            "SELECT count(*)::bigint FROM meter_poll_status
+             WHERE last_error LIKE 'authentication_rejected:%' AND consecutive_failures = 2",
+        )
+        .expect("status");
+    assert_eq!(again as usize, wrong.len(), "two refusals in a row each");
+    drop(headend);
+    let summary = rig.stop_sim();
+    assert_eq!(summary["faults"]["wrong_password_sessions"].as_u64(), Some(2 * wrong.len() as u64), "{summary}");
 }
 
 /// Waits until every meter's poll status of this run is written (they are flushed every second).
