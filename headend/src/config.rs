@@ -599,7 +599,9 @@ impl HeadendConfig {
             return Err(ConfigError::Invalid("collect.max_sessions must be above 0".into()));
         }
         if self.collect.auth_cooldown_max < self.collect.auth_cooldown {
-            return Err(ConfigError::Invalid("collect.auth_cooldown_max must be at least collect.auth_cooldown".into()));
+            return Err(ConfigError::Invalid(
+                "collect.auth_cooldown_max must be at least collect.auth_cooldown".into(),
+            ));
         }
         for g in &self.collect.groups {
             if g.profile_every.is_zero() || g.registers_every.is_zero() || g.events_every.is_zero() {

@@ -742,9 +742,19 @@ fn dlms_authentication_failures_cool_down_and_are_listed_for_operators() {
         let m = h.metrics().expect("metrics");
         procs::metric_labelled(&m, "headend_poll_round_meters", &[("group", "dlms"), ("result", result)])
     };
+    // A graceful stop hands the leases back, so the next head-end polls every meter from scratch
+    // (a killed one's meters would be taken over: those polled successfully are not due again).
+    let stop = |mut h: procs::Headend| {
+        h.proc.signal("TERM").expect("SIGTERM");
+        h.proc.wait(Duration::from_secs(30)).expect("head-end stops");
+    };
     let auth_failed = |h: &procs::Headend| {
         let m = h.metrics().expect("metrics");
-        procs::metric_labelled(&m, "headend_poll_sessions_total", &[("protocol", "dlms"), ("outcome", "authentication_rejected")])
+        procs::metric_labelled(
+            &m,
+            "headend_poll_sessions_total",
+            &[("protocol", "dlms"), ("outcome", "authentication_rejected")],
+        )
     };
 
     let headend = rig.headend(CONFIG);
@@ -770,14 +780,14 @@ fn dlms_authentication_failures_cool_down_and_are_listed_for_operators() {
     assert_eq!(listed, wrong, "the operators' list of authentication failures");
     let meters_with_data = p.query_i64("SELECT count(DISTINCT meter_id)::bigint FROM readings").expect("count");
     assert_eq!(meters_with_data as usize, N - wrong.len());
-    drop(headend);
+    stop(headend);
 
     // Restarted at once: the refused meters are cooling down (1 h), the others are polled again.
     let headend = rig.headend(CONFIG);
     wait_round(&headend, N - wrong.len(), 0);
     assert_eq!(round_meters(&headend, "cooling_down"), Some(wrong.len() as f64));
     assert_eq!(auth_failed(&headend), None, "no refused meter was called");
-    drop(headend);
+    stop(headend);
 
     // Without a cool-down they are called and refused again.
     let started = Utc::now();
@@ -793,7 +803,7 @@ fn dlms_authentication_failures_cool_down_and_are_listed_for_operators() {
         )
         .expect("status");
     assert_eq!(again as usize, wrong.len(), "two refusals in a row each");
-    drop(headend);
+    stop(headend);
     let summary = rig.stop_sim();
     assert_eq!(summary["faults"]["wrong_password_sessions"].as_u64(), Some(2 * wrong.len() as u64), "{summary}");
 }
