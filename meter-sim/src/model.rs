@@ -101,6 +101,18 @@ impl Registers {
         self.import_vt + self.import_nt
     }
 
+    /// The value of catalogue channel `id` (1 = 1.0.1.8.0, 2 = 1.0.1.8.1, 3 = 1.0.1.8.2,
+    /// 4 = 1.0.2.8.0); `None` for a channel that is not an energy register.
+    pub const fn channel(&self, id: i16) -> Option<i64> {
+        match id {
+            1 => Some(self.import_total()),
+            2 => Some(self.import_vt),
+            3 => Some(self.import_nt),
+            4 => Some(self.export),
+            _ => None,
+        }
+    }
+
     /// Channel-wise difference (`self − earlier`).
     pub const fn minus(&self, earlier: &Registers) -> Registers {
         Registers {

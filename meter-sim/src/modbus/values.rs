@@ -21,10 +21,9 @@ pub fn channel_values(model: &Model, index: usize, ts: DateTime<Utc>) -> Result<
     // mA = W / 3 / (dV / 10) × 1000 = W × 10000 / (3 × dV), rounded half up.
     let current = (power * 10_000 * 2 + 3 * dv) / (2 * 3 * dv);
     let mut out = BTreeMap::new();
-    out.insert(1, r.import_total());
-    out.insert(2, r.import_vt);
-    out.insert(3, r.import_nt);
-    out.insert(4, r.export);
+    for id in 1..=4 {
+        out.extend(r.channel(id).map(|v| (id, v)));
+    }
     for id in [5, 6, 7] {
         out.insert(id, i64::from(iv.voltage_dv));
     }

@@ -288,13 +288,7 @@ fn check_round(p: &Pipeline, headend: &procs::Headend, missing: &BTreeSet<usize>
         );
         let at = if doubtful { *ts + chrono::Duration::seconds(r.drift_secs(i)) } else { *ts };
         let regs = model.registers_at(i, floor15(at)).expect("model");
-        let want = match ch {
-            1 => regs.import_total(),
-            2 => regs.import_vt,
-            3 => regs.import_nt,
-            4 => regs.export,
-            other => panic!("unexpected channel {other}"),
-        };
+        let want = regs.channel(*ch).unwrap_or_else(|| panic!("unexpected channel {ch}"));
         assert_eq!(*value, want, "{serial} channel {ch} at {ts}");
         if floor15(*ts) == *ts && (*ch == 1 || *ch == 4) {
             profile.entry(i).or_default().insert((*ch, *ts));
@@ -712,13 +706,7 @@ fn dlms_gmac_reply_with_a_wrong_tag_is_refused_and_its_session_stores_nothing() 
             r.ts
         );
         let regs = model.registers_at(i, floor15(r.ts)).expect("model");
-        let want = match r.channel {
-            1 => regs.import_total(),
-            2 => regs.import_vt,
-            3 => regs.import_nt,
-            4 => regs.export,
-            other => panic!("unexpected channel {other}"),
-        };
+        let want = regs.channel(r.channel).unwrap_or_else(|| panic!("unexpected channel {}", r.channel));
         assert_eq!(r.value, want, "{} channel {} at {}", r.serial, r.channel, r.ts);
     }
     let summary = rig.stop_sim();
@@ -838,7 +826,7 @@ fn dlms_polling_over_hdlc_reads_every_meter() {
     for (serial, ch, ts, v) in &rows {
         let i = model.index_of(serial).expect("serial");
         let regs = model.registers_at(i, floor15(*ts)).expect("model");
-        let want = [regs.import_total(), regs.import_vt, regs.import_nt, regs.export][usize::from(*ch as u8 - 1)];
+        let want = regs.channel(*ch).unwrap_or_else(|| panic!("unexpected channel {ch}"));
         assert_eq!(*v, want, "{serial} channel {ch} at {ts}");
         profile_rows += usize::from(floor15(*ts) == *ts && (*ch == 1 || *ch == 4));
     }

@@ -235,13 +235,7 @@ fn three_pollers_one_killed_mid_round_every_meter_read_once() {
     for r in p.stored().expect("rows") {
         let i = model.index_of(&r.serial).expect("a fleet serial");
         let regs = model.registers_at(i, floor15(r.ts)).expect("model");
-        let want = match r.channel {
-            1 => regs.import_total(),
-            2 => regs.import_vt,
-            3 => regs.import_nt,
-            4 => regs.export,
-            other => panic!("unexpected channel {other}"),
-        };
+        let want = regs.channel(r.channel).unwrap_or_else(|| panic!("unexpected channel {}", r.channel));
         assert_eq!(r.value, want, "{} channel {} at {}", r.serial, r.channel, r.ts);
         if floor15(r.ts) == r.ts && (r.channel == 1 || r.channel == 4) {
             profile.entry(i).or_default().insert((r.channel, r.ts));
