@@ -95,7 +95,11 @@ pub async fn serve(
             .await
             .context("starting the DLMS push listener")?,
         );
-        collectors.push(tokio::spawn(collect::push::run(socket, ctx, collect_stop.clone())));
+        let limits = collect::push::Limits {
+            max_connections: cfg.dlms.push_max_connections.max(1),
+            idle_timeout: cfg.dlms.push_idle_timeout,
+        };
+        collectors.push(tokio::spawn(collect::push::run(socket, ctx, limits, collect_stop.clone())));
     }
 
     let mqtt_state = Arc::new(MqttState::new(!cfg.mqtt.enabled));

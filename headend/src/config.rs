@@ -132,6 +132,11 @@ pub struct WriterConfig {
     /// Messages queued between the MQTT source and the writer. When full, the source stops reading
     /// from the broker (backpressure: the broker queues).
     pub queue_messages: usize,
+    /// Bytes of received messages held between their source and the commit: MQTT publishes read
+    /// from the socket, pushed frames, polled sessions, batches being written. When reached, sources
+    /// wait (the MQTT intake stops reading the socket, so the broker queues). A hostile publisher
+    /// sending the broker's largest packets cannot make the head-end hold more than this.
+    pub queue_bytes: u32,
     #[serde(with = "humantime_serde")]
     pub retry_initial: Duration,
     #[serde(with = "humantime_serde")]
@@ -145,6 +150,7 @@ impl Default for WriterConfig {
             batch_rows: 50_000,
             max_wait: Duration::from_millis(200),
             queue_messages: 100_000,
+            queue_bytes: 256 * 1024 * 1024,
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
         }
@@ -455,6 +461,13 @@ pub struct DlmsConfig {
     /// The values of a pushed body after its serial and capture time, as OBIS codes of stored
     /// channels, each in the channel's stored unit.
     pub push_objects: Vec<String>,
+    /// Push connections open at once; one more is closed as soon as it is accepted (counted as
+    /// `headend_dlms_push_total{outcome="busy"}`). Each holds at most one frame (4 KiB) unqueued.
+    pub push_max_connections: usize,
+    /// A push connection that sends no frame for this long is closed (`outcome="idle"`), so idle
+    /// or half-open connections cannot use up `push_max_connections`.
+    #[serde(with = "humantime_serde")]
+    pub push_idle_timeout: Duration,
 }
 
 impl Default for DlmsConfig {
@@ -475,6 +488,8 @@ impl Default for DlmsConfig {
             push_listen: None,
             push_require_ciphered: true,
             push_objects: vec!["1.0.1.8.0.255".into(), "1.0.2.8.0.255".into()],
+            push_max_connections: 10_000,
+            push_idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -614,6 +629,12 @@ impl HeadendConfig {
         self.dlms.push_channels()?;
         if self.writer.batch_rows == 0 || self.writer.queue_messages == 0 {
             return Err(ConfigError::Invalid("writer.batch_rows and writer.queue_messages must be above 0".into()));
+        }
+        if self.writer.queue_bytes < 65_536 {
+            return Err(ConfigError::Invalid(format!(
+                "writer.queue_bytes = {} is below 65536: messages would be written one at a time",
+                self.writer.queue_bytes
+            )));
         }
         Ok(())
     }

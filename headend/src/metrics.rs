@@ -19,6 +19,9 @@ pub struct Metrics {
     pub readings_stored: IntCounter,
     pub readings_duplicate: IntCounter,
     pub writer_queue_messages: IntGauge,
+    pub ingest_held_bytes: IntGauge,
+    pub ingest_held_bytes_peak: IntGauge,
+    pub ingest_budget_bytes: IntGauge,
     pub writer_batches: IntCounter,
     pub writer_batch_rows: Histogram,
     pub writer_commit_seconds: Histogram,
@@ -112,6 +115,21 @@ impl Metrics {
                 "Readings already stored (redelivered or repeated), ignored",
             ),
             writer_queue_messages: gauge(&r, "headend_writer_queue_messages", "Messages waiting for the writer"),
+            ingest_held_bytes: gauge(
+                &r,
+                "headend_ingest_held_bytes",
+                "Bytes of received messages not yet committed (MQTT intake, push listener, polls, writer)",
+            ),
+            ingest_held_bytes_peak: gauge(
+                &r,
+                "headend_ingest_held_bytes_peak",
+                "Most bytes of received messages held at once since start",
+            ),
+            ingest_budget_bytes: gauge(
+                &r,
+                "headend_ingest_budget_bytes",
+                "writer.queue_bytes: the most bytes of received messages held before sources wait",
+            ),
             writer_batches: counter(&r, "headend_writer_batches_total", "Batches committed"),
             writer_batch_rows: histogram(
                 &r,

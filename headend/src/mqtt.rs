@@ -21,7 +21,7 @@ use crate::config::{IngestConfig, MqttConfig};
 use crate::directory::MeterDirectory;
 use crate::ingest::{self, DeadLetter, Window};
 use crate::metrics::Metrics;
-use crate::writer::{AckToken, Envelope, WriterHandle};
+use crate::writer::{AckToken, Envelope, Held, WriterHandle};
 
 /// A broker URL that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -92,8 +92,10 @@ pub async fn run(
     // for the writer (backpressure) or for the database never stops this loop from polling the
     // connection: keep-alives, acknowledgements and shutdown go on. The channel cannot fill with
     // QoS 1 messages: they stay unacknowledged until committed, and a session has at most 65,535
-    // packet ids in flight.
-    let (intake_tx, intake_rx) = mpsc::channel::<(Publish, u64)>(INTAKE_QUEUE);
+    // packet ids in flight. Its bytes are bounded by the writer's byte budget: each publish holds
+    // its share before the next packet is read (see below).
+    let budget = writer.budget().clone();
+    let (intake_tx, intake_rx) = mpsc::channel::<(Publish, u64, Held)>(INTAKE_QUEUE);
     let intake_stop = CancellationToken::new();
     let intake = Intake { cfg: cfg.clone(), window, directory, writer, metrics: metrics.clone() };
     let intake_task = tokio::spawn(intake.run(intake_rx, intake_stop.clone()));
@@ -127,7 +129,17 @@ pub async fn run(
                 metrics.mqtt_messages.inc();
                 if let Some(tx) = &source {
                     let epoch = state.epoch.load(Ordering::Acquire);
-                    if tx.send((p, epoch)).await.is_err() {
+                    // Hold the publish's bytes of the budget before reading the next packet. While
+                    // the budget is spent (the database is slower than the broker, or publishers
+                    // send the largest packets the broker allows) the socket is not read and the
+                    // broker queues; a wait longer than the keep-alive ends the connection and the
+                    // broker redelivers what was not acknowledged. Nothing is lost either way.
+                    let held = tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => continue,
+                        h = budget.hold(p.payload.len() + p.topic.len() + 64) => h,
+                    };
+                    if tx.send((p, epoch, held)).await.is_err() {
                         tracing::error!("the intake stopped (the writer is gone); leaving the broker");
                         break;
                     }
@@ -277,23 +289,23 @@ struct Intake {
 impl Intake {
     /// Takes received messages until `stop`; a message interrupted by `stop` is left
     /// unacknowledged (the broker redelivers it). Dropping `self` at the end releases the writer.
-    async fn run(self, mut rx: mpsc::Receiver<(Publish, u64)>, stop: CancellationToken) {
+    async fn run(self, mut rx: mpsc::Receiver<(Publish, u64, Held)>, stop: CancellationToken) {
         loop {
             let next = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
                 m = rx.recv() => m,
             };
-            let Some((p, epoch)) = next else { break };
+            let Some((p, epoch, held)) = next else { break };
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                r = self.handle(p, epoch) => if r.is_err() { break },
+                r = self.handle(p, epoch, held) => if r.is_err() { break },
             }
         }
     }
 
-    async fn handle(&self, p: Publish, epoch: u64) -> Result<(), crate::writer::WriterClosed> {
+    async fn handle(&self, p: Publish, epoch: u64, held: Held) -> Result<(), crate::writer::WriterClosed> {
         let ack = (p.qos != QoS::AtMostOnce).then_some(AckToken { epoch, pkid: p.pkid });
         let origin: Arc<str> = Arc::from(p.topic.as_str());
         let mut env =
@@ -309,7 +321,7 @@ impl Intake {
                 env.dead = Some(DeadLetter::new("mqtt", &env.origin, reason, detail, env.raw.clone()));
             }
         }
-        self.writer.send(env).await
+        self.writer.send_held(env, held).await
     }
 
     #[allow(clippy::type_complexity)]

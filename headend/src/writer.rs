@@ -78,16 +78,84 @@ pub struct Envelope {
     pub raw: Bytes,
 }
 
-/// A queued message, with a polled session's outcome.
+/// A queued message, with a polled session's outcome and the bytes it holds of the budget.
 #[derive(Debug)]
 struct Queued {
     env: Envelope,
     polled: Option<PollMark>,
+    held: Option<Held>,
 }
 
 impl From<Envelope> for Queued {
     fn from(env: Envelope) -> Self {
-        Queued { env, polled: None }
+        Queued { env, polled: None, held: None }
+    }
+}
+
+/// The byte budget of received messages (`writer.queue_bytes`): a source holds a message's bytes
+/// from the moment it has it (the MQTT intake: before it reads the next publish) until the batch
+/// holding it has committed. A source waits while the budget is spent, so memory is bounded by
+/// bytes whatever the payload sizes; a message larger than the whole budget takes all of it.
+#[derive(Clone)]
+pub struct Budget {
+    permits: Arc<tokio::sync::Semaphore>,
+    total: u32,
+    peak: Arc<std::sync::atomic::AtomicI64>,
+    metrics: Arc<Metrics>,
+}
+
+/// Bytes of the [`Budget`] held by one message; given back when dropped.
+pub struct Held {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    bytes: u32,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budget").field("total", &self.total).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held").field("bytes", &self.bytes).finish_non_exhaustive()
+    }
+}
+
+impl Budget {
+    fn new(total: u32, metrics: Arc<Metrics>) -> Self {
+        let total = total.max(1);
+        metrics.ingest_budget_bytes.set(i64::from(total));
+        Budget { permits: Arc::new(tokio::sync::Semaphore::new(total as usize)), total, peak: Arc::default(), metrics }
+    }
+
+    /// Waits until `bytes` (at most the whole budget) are free and holds them.
+    pub async fn hold(&self, bytes: usize) -> Held {
+        let n = u32::try_from(bytes).unwrap_or(u32::MAX).clamp(1, self.total);
+        let Ok(permit) = self.permits.clone().acquire_many_owned(n).await else {
+            unreachable!("the budget's semaphore is never closed")
+        };
+        self.metrics.ingest_held_bytes.add(i64::from(n));
+        let now = i64::from(self.total) - i64::try_from(self.permits.available_permits()).unwrap_or(0);
+        let peak = self.peak.fetch_max(now, std::sync::atomic::Ordering::AcqRel).max(now);
+        self.metrics.ingest_held_bytes_peak.set(peak);
+        Held { _permit: permit, bytes: n, metrics: self.metrics.clone() }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.metrics.ingest_held_bytes.sub(i64::from(self.bytes));
+    }
+}
+
+impl Envelope {
+    /// Bytes this message holds of the budget: its raw bytes (a dead letter's payload shares them
+    /// or replaces them), its rows and its origin.
+    fn cost(&self) -> usize {
+        let dead = self.dead.as_ref().map_or(0, |d| d.payload.len() + d.detail.len());
+        self.raw.len().max(dead) + self.rows.len() * std::mem::size_of::<Reading>() + self.origin.len() + 64
     }
 }
 
@@ -96,17 +164,31 @@ impl From<Envelope> for Queued {
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Queued>,
+    budget: Budget,
 }
 
 impl WriterHandle {
-    /// Queues a message; waits while the queue is full (backpressure).
+    /// Queues a message; waits while the byte budget or the queue is full (backpressure).
     pub async fn send(&self, env: Envelope) -> Result<(), WriterClosed> {
-        self.tx.send(env.into()).await.map_err(|_| WriterClosed)
+        let held = self.budget.hold(env.cost()).await;
+        self.send_held(env, held).await
+    }
+
+    /// Queues a message whose bytes the source already holds (taken before it was parsed).
+    pub async fn send_held(&self, env: Envelope, held: Held) -> Result<(), WriterClosed> {
+        self.tx.send(Queued { env, polled: None, held: Some(held) }).await.map_err(|_| WriterClosed)
     }
 
     /// Queues a polled session's readings with its outcome, stored in the same transaction.
     pub async fn send_polled(&self, env: Envelope, polled: PollMark) -> Result<(), WriterClosed> {
-        self.tx.send(Queued { env, polled: Some(polled) }).await.map_err(|_| WriterClosed)
+        let held = self.budget.hold(env.cost()).await;
+        self.tx.send(Queued { env, polled: Some(polled), held: Some(held) }).await.map_err(|_| WriterClosed)
+    }
+
+    /// The byte budget, for a source that must hold a message's bytes before it has an envelope.
+    #[must_use]
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 }
 
@@ -127,6 +209,8 @@ struct Message {
     source: &'static str,
     origin: Arc<str>,
     raw: Bytes,
+    /// Its bytes of the budget, given back when the message is dropped (after its commit).
+    _held: Option<Held>,
 }
 
 impl Message {
@@ -186,7 +270,7 @@ impl Batch {
     }
 
     fn push(&mut self, id: u64, q: Queued, window: Window, now: DateTime<Utc>) {
-        let Queued { env: e, mut polled } = q;
+        let Queued { env: e, mut polled, held } = q;
         self.stored.extend(polled.as_mut().and_then(|p| p.stored.take()));
         let mut m = Message {
             id,
@@ -196,6 +280,7 @@ impl Batch {
             source: e.source,
             origin: e.origin,
             raw: e.raw,
+            _held: held,
         };
         m.refuse_out_of_window(window, now);
         self.rows += m.rows.len();
@@ -246,6 +331,7 @@ fn spawn_with(
     faults: Faults,
 ) -> (WriterHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(cfg.queue_messages.max(1));
+    let budget = Budget::new(cfg.queue_bytes, metrics.clone());
     let workers = cfg.connections.clamp(1, 8);
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(workers);
     let batch_rx = Arc::new(tokio::sync::Mutex::new(batch_rx));
@@ -276,7 +362,7 @@ fn spawn_with(
         }
         let _ = sequencer.await;
     });
-    (WriterHandle { tx }, task)
+    (WriterHandle { tx, budget }, task)
 }
 
 /// Cuts batches: a batch is handed to the workers once it holds `batch_rows` readings (it may
@@ -805,6 +891,43 @@ mod order {
         assert_eq!(rx.recv().await, None, "batch 4 was never released");
     }
 
+    /// The byte budget: a holder waits while the bytes are spent and goes on when they are given
+    /// back; a message larger than the whole budget takes all of it (never waits forever); the
+    /// gauges follow.
+    #[tokio::test]
+    async fn the_byte_budget_holds_back_until_bytes_are_given_back() {
+        let metrics = Arc::new(Metrics::new());
+        let budget = Budget::new(1000, metrics.clone());
+        let a = budget.hold(600).await;
+        let b = budget.hold(400).await;
+        assert_eq!(metrics.ingest_held_bytes.get(), 1000);
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.hold(5000).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "the budget is spent: the next holder waits");
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "an oversize message waits for the whole budget");
+        drop(b);
+        let big = tokio::time::timeout(Duration::from_secs(1), waiting).await.expect("goes on").expect("task");
+        assert_eq!(big.bytes, 1000, "clamped to the budget");
+        assert_eq!(metrics.ingest_held_bytes.get(), 1000);
+        drop(big);
+        assert_eq!(metrics.ingest_held_bytes.get(), 0);
+        assert_eq!(metrics.ingest_held_bytes_peak.get(), 1000);
+        assert_eq!(metrics.ingest_budget_bytes.get(), 1000);
+    }
+
+    /// A polled or pushed message costs its raw bytes, its rows and its origin.
+    #[test]
+    fn an_envelope_costs_its_bytes_and_rows() {
+        let m = message(1, 4);
+        let want = m.raw.len() + 4 * std::mem::size_of::<Reading>() + m.origin.len() + 64;
+        assert_eq!(m.cost(), want);
+    }
+
     fn config(batch_rows: usize, max_wait: Duration) -> WriterConfig {
         WriterConfig { batch_rows, max_wait, ..WriterConfig::default() }
     }
@@ -940,6 +1063,7 @@ mod store {
             batch_rows: 1_000_000,
             max_wait: Duration::from_secs(60),
             queue_messages: 64,
+            queue_bytes: 1 << 20,
             retry_initial: Duration::from_millis(10),
             retry_max: Duration::from_millis(50),
         };
@@ -979,6 +1103,7 @@ mod store {
             batch_rows: 1_000_000,
             max_wait: Duration::from_secs(60),
             queue_messages: 64,
+            queue_bytes: 1 << 20,
             retry_initial: Duration::from_millis(10),
             retry_max: Duration::from_millis(50),
         };

@@ -116,20 +116,36 @@ impl PushContext {
     }
 }
 
-/// Accepts pushing meters until `stop`; each connection runs in its own task.
-pub async fn run(socket: TcpListener, ctx: Arc<PushContext>, stop: CancellationToken) {
+/// How many push connections may be open, and for how long one may stay silent.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub idle_timeout: std::time::Duration,
+}
+
+/// Accepts pushing meters until `stop`; each connection runs in its own task. A connection over
+/// `limits.max_connections` is closed at once (`busy`), one silent for `limits.idle_timeout` is
+/// closed (`idle`): memory is bounded by connections x one frame, plus the writer's byte budget
+/// for what was received.
+pub async fn run(socket: TcpListener, ctx: Arc<PushContext>, limits: Limits, stop: CancellationToken) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             accepted = socket.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    if conns.len() >= limits.max_connections {
+                        ctx.metrics.dlms_push.with_label_values(&["busy"]).inc();
+                        tracing::debug!(%peer, open = conns.len(), "push connection refused: too many open");
+                        drop(stream);
+                        continue;
+                    }
                     let ctx = ctx.clone();
                     let stop = stop.clone();
                     conns.spawn(async move {
                         tokio::select! {
                             () = stop.cancelled() => {}
-                            () = connection(stream, peer, &ctx) => {}
+                            () = connection(stream, peer, &ctx, limits.idle_timeout) => {}
                         }
                     });
                 }
@@ -144,10 +160,16 @@ pub async fn run(socket: TcpListener, ctx: Arc<PushContext>, stop: CancellationT
     while conns.join_next().await.is_some() {}
 }
 
-async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, ctx: &PushContext) {
+async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, ctx: &PushContext, idle: std::time::Duration) {
     let origin = peer.to_string();
     let mut frames = FramedRead::new(stream, WrapperCodec::new(MAX_APDU));
-    while let Some(frame) = frames.next().await {
+    loop {
+        let Ok(next) = tokio::time::timeout(idle, frames.next()).await else {
+            ctx.metrics.dlms_push.with_label_values(&["idle"]).inc();
+            tracing::debug!(%peer, "push connection closed: idle");
+            return;
+        };
+        let Some(frame) = next else { return };
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {

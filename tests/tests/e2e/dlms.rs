@@ -381,8 +381,8 @@ const PUSH_FROM: &str = "2026-11-20T10:00:00Z";
 const PUSH_TO: &str = "2026-11-20T12:00:00Z";
 
 /// A pipeline of `meters` DLMS meters and a push-only head-end (as the chart runs it: no MQTT intake)
-/// that requires ciphered pushes; its listener's port.
-fn push_listener(tag: &str, meters: usize, seed: u64) -> (Pipeline, procs::Headend, u16) {
+/// that requires ciphered pushes, with further `[dlms]` settings; its listener's port.
+fn push_listener(tag: &str, meters: usize, seed: u64, dlms: &str) -> (Pipeline, procs::Headend, u16) {
     let mut p =
         Pipeline::with_inventory(tag, meters, seed, false, &["--protocol", "dlms"], |csv| csv).expect("pipeline");
     let keys = write_keys(&p, meters, seed);
@@ -391,7 +391,7 @@ fn push_listener(tag: &str, meters: usize, seed: u64) -> (Pipeline, procs::Heade
     std::fs::write(
         &cfg,
         format!(
-            "[mqtt]\nenabled = false\n[dlms]\nkeys_file = {:?}\npush_listen = \"127.0.0.1:{port}\"\npush_require_ciphered = true\n",
+            "[mqtt]\nenabled = false\n[dlms]\nkeys_file = {:?}\npush_listen = \"127.0.0.1:{port}\"\npush_require_ciphered = true\n{dlms}",
             keys.to_string_lossy()
         ),
     )
@@ -409,47 +409,15 @@ fn dlms_push_with_a_wrong_tag_is_refused_and_never_stored() {
     const N: usize = 40;
     const SEED: u64 = 33;
     let tamper = meter_sim::dlms::push::Tamper { seed: 34, rate: 0.15 };
-    let (p, headend, port) = push_listener("dlmstamper", N, SEED);
-    let rows = crate::model::expected_rows(
-        SEED,
-        N,
-        crate::pipeline::ts(PUSH_FROM),
-        crate::pipeline::ts(PUSH_TO),
-        &["1.0.1.8.0".parse().expect("obis"), "1.0.2.8.0".parse().expect("obis")],
-    )
-    .expect("model");
+    let (p, headend, port) = push_listener("dlmstamper", N, SEED, "");
+    let rows = pushed_rows(SEED, N);
     let model = meter_sim::Model::with_meters(SEED, N);
     let hit = |serial: &str, ts: DateTime<Utc>| tamper.hits(model.index_of(serial).expect("serial"), ts);
     let tampered: BTreeSet<(String, DateTime<Utc>)> =
         rows.iter().filter(|(serial, _, ts, _)| hit(serial, *ts)).map(|(s, _, ts, _)| (s.clone(), *ts)).collect();
     let frames = (N * 8) as i64;
     assert!(!tampered.is_empty() && tampered.len() < (frames / 4) as usize, "{}", tampered.len());
-    let target = format!("127.0.0.1:{port}");
-    let (n, sd) = (N.to_string(), SEED.to_string());
-    let summary = procs::run_bin(
-        "meter-sim",
-        &[
-            "dlms-push",
-            "--meters",
-            &n,
-            "--seed",
-            &sd,
-            "--head-end",
-            &target,
-            "--from",
-            PUSH_FROM,
-            "--to",
-            PUSH_TO,
-            "--ciphered",
-            "--tamper",
-            "0.15",
-            "--fault-seed",
-            "34",
-        ],
-        &[],
-    )
-    .expect("dlms-push");
-    let summary: serde_json::Value = serde_json::from_str(summary.trim()).expect("summary");
+    let summary = dlms_push(N, SEED, port, &["--ciphered", "--tamper", "0.15", "--fault-seed", "34"]);
     assert_eq!(summary["tampered"].as_u64(), Some(tampered.len() as u64), "{summary}");
 
     let good = frames - tampered.len() as i64;
@@ -470,6 +438,94 @@ fn dlms_push_with_a_wrong_tag_is_refused_and_never_stored() {
             assert_eq!(got, Some(v), "{serial} channel {ch} at {ts}");
         }
     }
+}
+
+/// The push listener is bounded by connections and by silence: with `push_max_connections = 4`, a
+/// fifth connection is closed at once (`busy`); connections that send nothing for
+/// `push_idle_timeout` are closed (`idle`), which frees the listener for meters that push. A burst
+/// of 20 pushing meters then gets four at a time: each meter is stored whole (equal to the model)
+/// or refused whole and counted, never half.
+#[test]
+fn dlms_push_connections_are_limited_and_silent_ones_closed() {
+    use std::io::Read;
+    const N: usize = 20;
+    const SEED: u64 = 35;
+    let (p, headend, port) =
+        push_listener("dlmspushlimits", N, SEED, "push_max_connections = 4\npush_idle_timeout = \"1s\"\n");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut silent: Vec<std::net::TcpStream> =
+        (0..4).map(|_| std::net::TcpStream::connect(addr).expect("connect")).collect();
+    // Let the listener take the four before the fifth comes.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fifth = std::net::TcpStream::connect(addr).expect("connect");
+    fifth.set_read_timeout(Some(Duration::from_millis(900))).expect("timeout");
+    let mut buf = [0u8; 16];
+    let opened = Instant::now();
+    assert_eq!(fifth.read(&mut buf).expect("closed, not timed out"), 0, "the fifth connection is closed at once");
+    assert!(opened.elapsed() < Duration::from_millis(900), "before any idle timeout");
+    for s in &mut silent {
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let waited = Instant::now();
+        assert_eq!(s.read(&mut buf).expect("closed by the head-end"), 0, "a silent connection is closed");
+        assert!(waited.elapsed() < Duration::from_secs(5));
+    }
+    let m = headend.metrics().expect("metrics");
+    let outcome = |o: &str| procs::metric_labelled(&m, "headend_dlms_push_total", &[("outcome", o)]);
+    assert_eq!(outcome("busy"), Some(1.0), "{m}");
+    assert_eq!(outcome("idle"), Some(4.0), "{m}");
+
+    let summary = dlms_push(N, SEED, port, &["--ciphered", "--connections", "2"]);
+    assert_eq!(summary["notifications"].as_u64(), Some(N as u64 * 8), "{summary}");
+    // The simulator's meters connect faster than each session is stored (their frames sit in the
+    // socket): the listener takes at most four at a time and closes the rest at accept. Every
+    // meter is then either stored whole or refused whole, and counted.
+    let rows = pushed_rows(SEED, N);
+    let start = Instant::now();
+    let (m, busy, ok) = loop {
+        let m = headend.metrics().expect("metrics");
+        let outcome = |o: &str| procs::metric_labelled(&m, "headend_dlms_push_total", &[("outcome", o)]).unwrap_or(0.0);
+        let (busy, ok) = (outcome("busy") as usize - 1, outcome("ok") as usize);
+        if busy + ok / 8 >= N {
+            break (m, busy, ok);
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "not every meter accounted for:\n{m}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(ok > 0, "a meter got through once the silent connections were closed:\n{m}");
+    assert_eq!(ok % 8, 0, "whole meters only:\n{m}");
+    assert_eq!(busy + ok / 8, N, "{m}");
+    p.wait_for_readings(ok as i64 * 2, Duration::from_secs(60)).expect("stored");
+    let stored: HashMap<(String, i16, DateTime<Utc>), i64> =
+        p.stored().expect("rows").into_iter().map(|r| ((r.serial, r.channel, r.ts), r.value)).collect();
+    assert_eq!(stored.len(), ok * 2, "two registers per accepted frame, nothing else");
+    let meters: BTreeSet<&String> = stored.keys().map(|k| &k.0).collect();
+    assert_eq!(meters.len(), ok / 8);
+    for (serial, ch, ts, v) in rows.iter().filter(|r| meters.contains(&r.0)) {
+        assert_eq!(stored.get(&(serial.clone(), *ch, *ts)), Some(v), "{serial} channel {ch} at {ts}");
+    }
+    assert_eq!(
+        p.dead_letters().expect("dead letters").values().sum::<i64>(),
+        0,
+        "a refused connection is not a message"
+    );
+}
+
+/// The model's (serial, channel, ts, value) of what `meter-sim dlms-push` sends over the push span.
+fn pushed_rows(seed: u64, meters: usize) -> Vec<(String, i16, DateTime<Utc>, i64)> {
+    let registers = ["1.0.1.8.0".parse().expect("obis"), "1.0.2.8.0".parse().expect("obis")];
+    crate::model::expected_rows(seed, meters, crate::pipeline::ts(PUSH_FROM), crate::pipeline::ts(PUSH_TO), &registers)
+        .expect("model")
+}
+
+/// Runs `meter-sim dlms-push` for `meters` meters of `seed` over the push span to the listener on
+/// `port`, with further arguments; its summary.
+fn dlms_push(meters: usize, seed: u64, port: u16, extra: &[&str]) -> serde_json::Value {
+    let (n, sd, target) = (meters.to_string(), seed.to_string(), format!("127.0.0.1:{port}"));
+    let mut args =
+        vec!["dlms-push", "--meters", &n, "--seed", &sd, "--head-end", &target, "--from", PUSH_FROM, "--to", PUSH_TO];
+    args.extend_from_slice(extra);
+    let out = procs::run_bin("meter-sim", &args, &[]).expect("dlms-push");
+    serde_json::from_str(out.trim()).expect("summary")
 }
 
 /// Waits until `want` dead letters are kept; `rejected` of them are `push_rejected` and none is
@@ -499,44 +555,20 @@ fn wait_dead(p: &Pipeline, want: i64, rejected: i64) {
 fn dlms_push_ciphered_is_stored_once_and_replays_are_refused() {
     const N: usize = 200;
     const SEED: u64 = 31;
-    let (mut p, headend, port) = push_listener("dlmspush", N, SEED);
+    let (mut p, headend, port) = push_listener("dlmspush", N, SEED, "");
     // A second push replica on the same database, started before any push.
     let port_b = tests::free_port().expect("port");
     let mut spec_b = p.spec.clone();
     spec_b.client_id.push_str("-b");
     spec_b.env.push(("HEADEND_DLMS__PUSH_LISTEN".into(), format!("127.0.0.1:{port_b}")));
     let replica_b = procs::Headend::start(&spec_b, &p.dir.path().join("headend-b.log")).expect("replica b");
-    let push_to = |port: u16, extra: &[&str]| {
-        let target = format!("127.0.0.1:{port}");
-        let mut args = vec![
-            "dlms-push",
-            "--meters",
-            "200",
-            "--seed",
-            "31",
-            "--head-end",
-            &target,
-            "--from",
-            PUSH_FROM,
-            "--to",
-            PUSH_TO,
-        ];
-        args.extend_from_slice(extra);
-        procs::run_bin("meter-sim", &args, &[]).expect("dlms-push")
-    };
+    let push_to = |port: u16, extra: &[&str]| dlms_push(N, SEED, port, extra);
     let push = |extra: &[&str]| push_to(port, extra);
     let notifications = (N * 8) as i64;
 
     push(&["--ciphered"]);
     p.wait_for_readings(notifications * 2, Duration::from_secs(60)).expect("stored");
-    let rows = crate::model::expected_rows(
-        SEED,
-        N,
-        crate::pipeline::ts(PUSH_FROM),
-        crate::pipeline::ts(PUSH_TO),
-        &["1.0.1.8.0".parse().expect("obis"), "1.0.2.8.0".parse().expect("obis")],
-    )
-    .expect("model");
+    let rows = pushed_rows(SEED, N);
     let stored = p.query_i64("SELECT count(*)::bigint FROM readings").expect("count");
     assert_eq!(stored, rows.len() as i64);
     let mismatched: i64 = p.rt.block_on(async {

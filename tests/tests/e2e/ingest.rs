@@ -477,3 +477,75 @@ fn check_readings_api(p: &Pipeline, headend: &tests::procs::Headend) {
         assert!(v["error"]["code"].is_string() && v["error"]["message"].is_string(), "{path}: {body}");
     }
 }
+
+/// Received messages are bounded by bytes, not only by count: with `writer.queue_bytes` at its
+/// smallest (64 KiB), a publisher sending 200 KiB payloads (each refused: `payload_too_large`)
+/// beside the simulator's traffic never makes the head-end hold more than 64 KiB of received
+/// messages at once; every oversize payload is kept as a dead letter with all its bytes, every model
+/// reading is stored, and the bytes held return to zero.
+#[test]
+fn received_bytes_held_stay_within_the_byte_budget_under_oversize_payloads() {
+    const BUDGET: u32 = 65_536;
+    const BIG: usize = 40;
+    const BIG_BYTES: usize = 200 * 1024;
+    let meters = 200;
+    let to = "2026-10-24T06:00:00Z";
+    let expected = meters as i64 * 24 * VALUES_PER_MESSAGE;
+    let mut p = Pipeline::new("bytebudget", meters, 23, false).expect("pipeline");
+    p.spec.env.push(("HEADEND_WRITER__QUEUE_BYTES".into(), BUDGET.to_string()));
+    let headend = p.start_headend().expect("head-end");
+    let port = p.broker.port;
+    let flood = std::thread::spawn(move || {
+        let mut o = rumqttc::MqttOptions::new("flood", "127.0.0.1", port);
+        o.set_max_packet_size(1 << 20, 1 << 20).set_keep_alive(Duration::from_secs(5));
+        let (client, mut conn) = rumqttc::Client::new(o, BIG + 10);
+        for _ in 0..BIG {
+            client
+                .publish("meters/SIM00000001/readings", rumqttc::QoS::AtLeastOnce, false, vec![b'x'; BIG_BYTES])
+                .expect("publish");
+        }
+        let mut acked = 0;
+        for ev in conn.iter() {
+            match ev {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(e) => panic!("flood connection: {e}"),
+            }
+            if acked == BIG {
+                break;
+            }
+        }
+    });
+    let summary = p.publish(FROM, to, &[]).expect("simulator");
+    flood.join().expect("flood publisher");
+    assert_eq!(i(&summary, "readings"), expected);
+    p.wait_for_readings(expected, Duration::from_secs(120)).expect("every reading stored");
+    let start = std::time::Instant::now();
+    loop {
+        let dead = p.dead_letters().expect("dead letters");
+        if dead.get("payload_too_large").copied().unwrap_or(0) >= BIG as i64 {
+            assert_eq!(dead.get("payload_too_large").copied(), Some(BIG as i64), "{dead:?}");
+            assert_eq!(dead.values().sum::<i64>(), BIG as i64, "nothing else refused: {dead:?}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "dead letters so far: {dead:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let kept = p.query_i64("SELECT min(length(payload))::bigint FROM dead_letters").expect("payload sizes");
+    assert_eq!(kept, BIG_BYTES as i64, "a refused payload is kept whole");
+    assert_eq!(p.verify(FROM, to).expect("equal to the model") as i64, expected);
+    let start = std::time::Instant::now();
+    let m = loop {
+        let m = headend.metrics().expect("metrics");
+        if procs::metric(&m, "headend_ingest_held_bytes") == Some(0.0) {
+            break m;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "bytes still held after everything committed:\n{m}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(procs::metric(&m, "headend_ingest_budget_bytes"), Some(f64::from(BUDGET)), "{m}");
+    let peak = procs::metric(&m, "headend_ingest_held_bytes_peak").expect("peak");
+    assert!(peak <= f64::from(BUDGET), "held {peak} bytes at once, above the budget of {BUDGET}");
+    assert_eq!(peak, f64::from(BUDGET), "an oversize payload takes the whole budget, alone");
+    drop(headend);
+}
