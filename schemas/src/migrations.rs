@@ -115,6 +115,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "topic_not_authorised",
         sql: Sql::Common(include_str!("../migrations/0013_topic_not_authorised.sql")),
     },
+    Migration {
+        version: 14,
+        name: "retry_polling",
+        sql: Sql::Common(include_str!("../migrations/0014_retry_polling.sql")),
+    },
 ];
 
 #[cfg(test)]

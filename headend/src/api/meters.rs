@@ -255,9 +255,11 @@ pub struct CommandOutcome {
     pub detail: String,
 }
 
-/// Runs a command (remote disconnect / reconnect) on a DLMS meter, in its own session. Recorded
-/// in the audit trail (`meter_commands`, with the account) before it runs, completed with the
-/// outcome: 200 when the meter confirmed, 502 when it did not.
+/// Runs a command on a meter. `disconnect` / `reconnect` run on a DLMS meter in its own session,
+/// recorded in the audit trail (`meter_commands`, with the account) before they run and completed
+/// with the outcome: 200 when the meter confirmed, 502 when it did not. `retry_polling` lifts a
+/// meter's authentication cool-down (its password or keys were put right) and requests a polling
+/// round, recorded done at once (409 when polling is off).
 ///
 /// Operators and admins only.
 #[utoipa::path(
@@ -301,6 +303,9 @@ pub async fn execute_command(
     let note = note.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
     if note.as_ref().is_some_and(|n| n.chars().count() > 200) {
         return Err(ApiError::bad("note: at most 200 characters"));
+    }
+    if command == MeterCommand::RetryPolling {
+        return retry_polling(s, who, serial, note).await;
     }
     let Some(commander) = s.commander.clone() else {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no DLMS client configured"));
@@ -351,6 +356,58 @@ pub async fn execute_command(
         .await
         .map_err(ApiError::unavailable)?;
     Ok(CommandOutcome { id, meter: serial.to_string(), command, outcome: outcome.into(), detail })
+}
+
+/// `retry_polling`: lifts the meter's authentication cool-down and requests a polling round, in one
+/// transaction with its audit record (no session of its own: the round calls the meter).
+async fn retry_polling(
+    s: &AppState,
+    who: &Principal,
+    serial: &MeterSerial,
+    note: Option<String>,
+) -> Result<CommandOutcome, ApiError> {
+    let command = MeterCommand::RetryPolling;
+    let Some(poll_now) = &s.poll_now else {
+        return Err(ApiError::conflict("polling is off (collect.enabled = false)"));
+    };
+    let mut client = s.pool.get().await.map_err(ApiError::unavailable)?;
+    let tx = client.transaction().await.map_err(ApiError::unavailable)?;
+    let meter_id: i32 = tx
+        .query_opt(
+            "SELECT id FROM meters WHERE serial = $1 AND removed_on IS NULL AND address IS NOT NULL AND address <> ''",
+            &[&serial.as_str()],
+        )
+        .await
+        .map_err(ApiError::unavailable)?
+        .ok_or_else(|| ApiError::not_found(format!("meter {serial} is not in service with a polling address")))?
+        .get(0);
+    let cooling = tx
+        .query_opt(
+            "UPDATE meter_poll_status SET cooldown_lifted_at = now()
+             WHERE meter_id = $1 AND last_error LIKE 'authentication_rejected:%' AND consecutive_failures > 0
+             RETURNING consecutive_failures",
+            &[&meter_id],
+        )
+        .await
+        .map_err(ApiError::unavailable)?
+        .map(|r| r.get::<_, i32>(0));
+    let detail = match cooling {
+        Some(n) => format!("authentication cool-down lifted after {n} refusal(s) in a row; polling round requested"),
+        None => "no authentication cool-down to lift; polling round requested".to_owned(),
+    };
+    let id: i64 = tx
+        .query_one(
+            "INSERT INTO meter_commands (meter_id, command, requested_by, account_id, note, finished_at, outcome, detail)
+             VALUES ($1, $2, $3, $4, $5, now(), 'done', $6) RETURNING id",
+            &[&meter_id, &command.as_str(), &who.username, &who.account_id, &note, &detail],
+        )
+        .await
+        .map_err(ApiError::unavailable)?
+        .get(0);
+    tx.commit().await.map_err(ApiError::unavailable)?;
+    poll_now.send_modify(|n| *n += 1);
+    tracing::info!(meter = %serial, command = command.as_str(), account = %who.username, id, "operator command");
+    Ok(CommandOutcome { id, meter: serial.to_string(), command, outcome: "done".into(), detail })
 }
 
 /// The meter's command audit trail, newest first (at most 1,000).

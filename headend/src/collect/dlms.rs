@@ -541,11 +541,14 @@ impl Poller for DlmsPoller {
 impl Commander for DlmsPoller {
     fn execute<'a>(&'a self, target: &'a Target, command: MeterCommand) -> BoxFuture<'a, Result<String, PollError>> {
         Box::pin(async move {
-            let (mut s, _) = self.open(target, None).await?;
-            let method = match command {
-                MeterCommand::Disconnect => 1,
-                MeterCommand::Reconnect => 2,
+            let Some(method) = command.disconnect_method() else {
+                return Err(PollError::new(
+                    "not_a_session",
+                    format!("{} needs no DLMS session", command.as_str()),
+                    false,
+                ));
             };
+            let (mut s, _) = self.open(target, None).await?;
             let result = async {
                 s.action(70, DISCONNECT_CONTROL, method, Some(Value::I8(0))).await.map_err(map_err)?;
                 let state = s.get(AttrRef::new(70, DISCONNECT_CONTROL, 2)).await.map_err(map_err)?;

@@ -139,6 +139,9 @@ pub enum MeterCommand {
     Disconnect,
     /// Close it again (method 2).
     Reconnect,
+    /// Lift the meter's authentication cool-down (`collect.auth_cooldown`) once its password or
+    /// keys are put right, and request a polling round: no session of its own.
+    RetryPolling,
 }
 
 impl MeterCommand {
@@ -146,6 +149,16 @@ impl MeterCommand {
         match self {
             MeterCommand::Disconnect => "disconnect",
             MeterCommand::Reconnect => "reconnect",
+            MeterCommand::RetryPolling => "retry_polling",
+        }
+    }
+
+    /// The disconnect control's method (class 70) this command invokes, if it is one.
+    pub const fn disconnect_method(self) -> Option<i8> {
+        match self {
+            MeterCommand::Disconnect => Some(1),
+            MeterCommand::Reconnect => Some(2),
+            MeterCommand::RetryPolling => None,
         }
     }
 }

@@ -250,8 +250,9 @@ async fn load_state(shared: &Shared, ids: &[i32], takeover: bool) -> anyhow::Res
 }
 
 /// Meters whose last session failed authentication less than `auth_cooldown` × 2^(failures in a
-/// row − 1), at most `auth_cooldown_max`, before `now`. Read from `meter_poll_status`, so the
-/// cool-down holds across restarts and replicas.
+/// row − 1), at most `auth_cooldown_max`, before `now`, unless an operator lifted the cool-down
+/// since (`retry_polling`). Read from `meter_poll_status`, so the cool-down holds across restarts
+/// and replicas.
 async fn cooling_down(shared: &Shared, now: DateTime<Utc>) -> anyhow::Result<HashSet<i32>> {
     let cfg = &shared.cfg;
     if cfg.auth_cooldown.is_zero() {
@@ -263,6 +264,7 @@ async fn cooling_down(shared: &Shared, now: DateTime<Utc>) -> anyhow::Result<Has
         .query(
             "SELECT meter_id FROM meter_poll_status
              WHERE last_error LIKE 'authentication_rejected:%' AND consecutive_failures > 0
+               AND (cooldown_lifted_at IS NULL OR cooldown_lifted_at < last_attempt_at)
                AND last_attempt_at > $1::timestamptz - make_interval(
                        secs => least($2::float8 * 2 ^ (least(consecutive_failures, 30) - 1), $3::float8))",
             &[&now, &base, &max],

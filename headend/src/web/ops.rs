@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `/ops` | headline numbers, read rate of the last 14 days (trend chart and table) |
 //! | `/ops/meters` | meters not reporting / failing / all, filtered, 50 a page |
-//! | `/ops/meters/{serial}` | one meter: inventory, last 48 h, capability profile, poll history, events, commands (and the disconnect / reconnect form) |
+//! | `/ops/meters/{serial}` | one meter: inventory, last 48 h, capability profile, poll history, events, commands (and the disconnect / reconnect / retry-polling form) |
 //! | `/ops/load` | energy per transformer / feeder and hour of a day |
 //! | `/ops/voltage` | meters outside 230 V ± 10 % in a day |
 //! | `/ops/events` | meter events fleet-wide, newest first |
@@ -776,6 +776,7 @@ async fn meter_command(
     let command = match f.command.as_str() {
         "disconnect" => MeterCommand::Disconnect,
         "reconnect" => MeterCommand::Reconnect,
+        "retry_polling" => MeterCommand::RetryPolling,
         _ => return refuse("command"),
     };
     if f.note.trim().is_empty() {

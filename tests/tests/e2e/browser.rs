@@ -192,6 +192,8 @@ fn a_household_and_an_operator_use_the_pages_in_headless_chromium() {
     let reporting_meter = meter_sim::fleet::serial(REPORTING - 1);
 
     let mut p = Pipeline::new("browser", INVENTORY, SEED, false).expect("pipeline");
+    // Polling on (the fleet pushes over MQTT: only the meter made a DLMS one below is polled).
+    p.spec.env.push(("HEADEND_COLLECT__ENABLED".into(), "true".into()));
     let headend = p.start_headend().expect("head-end");
     let (period, silent_since) = publish_readings(&mut p, &fleet);
     // The local date of the silent meters' last reading, as the list shows it.
@@ -340,6 +342,45 @@ fn a_household_and_an_operator_use_the_pages_in_headless_chromium() {
     assert_translated(&b, "ops-meter");
     b.screenshot("ops-meter").expect("screenshot");
     b.screenshot_screen("ops-meter-screen").expect("screenshot");
+
+    // The same meter as a DLMS meter refused for a wrong password: the operator lifts its
+    // authentication cool-down from the page, and the audit trail shows it done, with the note.
+    p.rt.block_on(async {
+        let c = p.db.client().await?;
+        c.execute(
+            "UPDATE meters SET protocol = 'dlms', address = '127.0.0.250:1' WHERE serial = $1",
+            &[&silent_meter],
+        )
+        .await?;
+        c.execute(
+            "INSERT INTO meter_poll_status (meter_id, last_attempt_at, last_error, consecutive_failures)
+             SELECT id, now(), 'authentication_rejected: the meter refused the password', 2 FROM meters WHERE serial = $1",
+            &[&silent_meter],
+        )
+        .await?;
+        anyhow::Ok(())
+    })
+    .expect("a DLMS meter cooling down");
+    b.goto(&format!("/ops/meters/{silent_meter}")).expect("meter page");
+    b.click("#commands input[value=retry_polling]").expect("the retry-polling command");
+    b.type_into("#commands input[name=note]", "password reset on site, ticket 7").expect("note");
+    b.click("#commands input[name=confirm]").expect("confirmation");
+    b.click("#commands button[type=submit]").expect("send");
+    b.wait_until("the command is in the audit trail", "return location.search.indexOf('command=') >= 0")
+        .expect("command sent");
+    let audit = b.texts("#commands table tbody tr").expect("audit trail");
+    assert_eq!(audit.len(), 1, "{audit:#?}");
+    for want in ["Retry polling now", "ticket 7", "done", "lifted after 2 refusal(s)", OP_USER] {
+        assert!(audit[0].contains(want), "{want:?} in the audit row: {}", audit[0]);
+    }
+    let lifted = p
+        .query_i64(&format!(
+            "SELECT count(*)::bigint FROM meter_poll_status s JOIN meters m ON m.id = s.meter_id
+             WHERE m.serial = '{silent_meter}' AND s.cooldown_lifted_at IS NOT NULL"
+        ))
+        .expect("status");
+    assert_eq!(lifted, 1, "the cool-down was lifted");
+    b.screenshot("ops-meter-command").expect("screenshot");
 
     log_out(&b);
     b.close().expect("browser closed");

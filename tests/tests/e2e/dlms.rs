@@ -748,8 +748,9 @@ fn dlms_gmac_reply_with_a_wrong_tag_is_refused_and_its_session_stores_nothing() 
 /// LLS meters whose password is wrong (`meter-sim dlms --wrong-password`): their sessions are refused
 /// and counted as authentication failures, the operators' failing list filtered by that reason shows
 /// exactly them, and they cool down — a restarted head-end (the cool-down is read from the database)
-/// does not call them in its round while it polls every other meter. With `auth_cooldown = "0s"`
-/// they are called, and refused, every round.
+/// does not call them in its round while it polls every other meter, until an operator lifts one
+/// meter's cool-down (`retry_polling`, audited): that meter alone is called in the round it
+/// requests. With `auth_cooldown = "0s"` they are called, and refused, every round.
 #[test]
 fn dlms_authentication_failures_cool_down_and_are_listed_for_operators() {
     const N: usize = 60;
@@ -807,6 +808,27 @@ fn dlms_authentication_failures_cool_down_and_are_listed_for_operators() {
     wait_round(&headend, N - wrong.len(), 0);
     assert_eq!(round_meters(&headend, "cooling_down"), Some(wrong.len() as f64));
     assert_eq!(auth_failed(&headend), None, "no refused meter was called");
+    // An operator lifts one meter's cool-down (its password put right, say): a round is requested
+    // and calls that meter alone; the others keep cooling down. A household cannot.
+    let retried = meter_sim::fleet::serial(*wrong.first().expect("a wrong meter"));
+    let path = format!("/api/v1/meters/{retried}/commands");
+    let body = r#"{"command":"retry_polling","note":"password reset on site, ticket 7"}"#;
+    let (status, reply) = procs::http_post(headend.http, &path, &[], body).expect("POST");
+    assert_eq!(status, 401, "no token, no command: {reply}");
+    let auth = format!("Bearer {}", rig.p.token);
+    let (status, reply) = procs::http_post(headend.http, &path, &[("Authorization", &auth)], body).expect("POST");
+    assert_eq!(status, 200, "{reply}");
+    let v: serde_json::Value = serde_json::from_str(&reply).expect("JSON");
+    assert_eq!(v["outcome"], "done", "{v}");
+    assert!(v["detail"].as_str().unwrap_or_default().contains("lifted after 1 refusal"), "{v}");
+    wait_round(&headend, N - wrong.len() + 1, 1);
+    assert_eq!(auth_failed(&headend), Some(1.0), "only the retried meter was called");
+    assert_eq!(round_meters(&headend, "cooling_down"), Some((wrong.len() - 1) as f64));
+    let audited = rig
+        .p
+        .query_i64("SELECT count(*)::bigint FROM meter_commands WHERE command = 'retry_polling' AND outcome = 'done'")
+        .expect("audit");
+    assert_eq!(audited, 1, "the lifted cool-down is in the audit trail");
     stop(headend);
 
     // Without a cool-down they are called and refused again.
@@ -822,10 +844,11 @@ fn dlms_authentication_failures_cool_down_and_are_listed_for_operators() {
              WHERE last_error LIKE 'authentication_rejected:%' AND consecutive_failures = 2",
         )
         .expect("status");
-    assert_eq!(again as usize, wrong.len(), "two refusals in a row each");
+    assert_eq!(again as usize, wrong.len() - 1, "two refusals in a row each, the retried meter three");
     stop(headend);
     let summary = rig.stop_sim();
-    assert_eq!(summary["faults"]["wrong_password_sessions"].as_u64(), Some(2 * wrong.len() as u64), "{summary}");
+    let sessions = 2 * wrong.len() as u64 + 1;
+    assert_eq!(summary["faults"]["wrong_password_sessions"].as_u64(), Some(sessions), "{summary}");
 }
 
 /// Waits until every meter's poll status of this run is written (they are flushed every second).
