@@ -53,6 +53,9 @@ enum Cmd {
         /// Skip rustfmt and clippy.
         #[arg(long)]
         no_lint: bool,
+        /// Seconds each fuzz target runs after the tests (0: none).
+        #[arg(long, default_value_t = 10)]
+        fuzz_seconds: u64,
         /// Arguments passed on to the test runner (e.g. a filter).
         #[arg(last = true)]
         args: Vec<String>,
@@ -114,7 +117,7 @@ fn main() -> ExitCode {
 fn run() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Demo { meters, hours, seed, listen, exit } => demo(meters, hours, seed, &listen, exit),
-        Cmd::Test { no_lint, args } => test(no_lint, &args),
+        Cmd::Test { no_lint, fuzz_seconds, args } => test(no_lint, fuzz_seconds, &args),
         Cmd::BenchIngest { meters, args } => bench_ingest(meters, &args),
         Cmd::BenchDlms { meters, auth, args } => bench_dlms(meters, &auth, &args),
         Cmd::BenchPortal { args } => bench_portal(&args),
@@ -141,7 +144,7 @@ fn has_nextest() -> bool {
     cargo().args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success())
 }
 
-fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
+fn test(no_lint: bool, fuzz_seconds: u64, args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     let services = Services::ensure(1883)?;
     for s in &services.started {
@@ -188,6 +191,9 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
         .env("TIMESCALE_DATABASE_URL", &timescale_url)
         .env("MQTT_URL", &services.mqtt_url);
     step("tests", t)?;
+    if fuzz_seconds > 0 {
+        fuzz(fuzz_seconds)?;
+    }
     eprintln!("xtask: all checks passed in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -454,6 +460,10 @@ fn chart_check() -> anyhow::Result<()> {
     step("helm chart check (helm/ci/run.sh)", cmd)
 }
 
+/// Runs every fuzz target for `seconds` (libFuzzer through cargo-fuzz, installed when missing).
+/// The instrumented build goes to a cache outside the checkout (`$HEADEND_CACHE_DIR/fuzz-target`,
+/// like the TimescaleDB build) so a fresh clone rebuilds only the project's crates, and each run
+/// starts from a fixed seed and the corpus kept there, so a finding can be reproduced.
 fn fuzz(seconds: u64) -> anyhow::Result<()> {
     let root = tests::repo_root();
     if !cargo().args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success()) {
@@ -461,20 +471,24 @@ fn fuzz(seconds: u64) -> anyhow::Result<()> {
         install.args(["install", "cargo-fuzz", "--locked"]);
         step("installing cargo-fuzz", install)?;
     }
-    let targets = std::fs::read_dir(root.join("fuzz/fuzz_targets"))?
+    let cache = tests::timescale::cache_dir();
+    let target_dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| cache.join("fuzz-target"), std::path::PathBuf::from);
+    let mut targets = std::fs::read_dir(root.join("fuzz/fuzz_targets"))?
         .filter_map(|e| e.ok())
         .filter_map(|e| e.path().file_stem().map(|s| s.to_string_lossy().to_string()))
         .collect::<Vec<_>>();
+    targets.sort();
     for t in targets {
+        let corpus = cache.join("fuzz-corpus").join(&t);
+        std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
         let mut run = cargo();
         // cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
-        run.env("RUSTC_BOOTSTRAP", "1").current_dir(root.join("fuzz")).args([
-            "fuzz",
-            "run",
-            &t,
-            "--",
-            &format!("-max_total_time={seconds}"),
-        ]);
+        run.env("RUSTC_BOOTSTRAP", "1")
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .args(["fuzz", "run", &t])
+            .arg(&corpus)
+            .args(["--", &format!("-max_total_time={seconds}"), "-seed=1"]);
         step(&format!("fuzzing {t} for {seconds} s"), run)?;
     }
     Ok(())
