@@ -51,7 +51,8 @@ pub fn project_config_secure(
         if matches!(key, "listener" | "persistence_location" | "log_dest" | "pid_file" | "user") {
             continue;
         }
-        if auth.is_some() && matches!(key, "allow_anonymous" | "password_file" | "acl_file") {
+        // The shipped logins (users and ACL under /etc/mosquitto/headend) are replaced below.
+        if matches!(key, "allow_anonymous" | "password_file" | "acl_file") {
             continue;
         }
         out.push_str(line);
@@ -66,12 +67,14 @@ pub fn project_config_secure(
         Some(l) => out.push_str(&format!("log_dest file {}\n", l.display())),
         None => out.push_str("log_dest none\n"),
     }
-    if let Some(a) = auth {
-        out.push_str(&format!(
+    match auth {
+        Some(a) => out.push_str(&format!(
             "allow_anonymous false\npassword_file {}\nacl_file {}\n",
             a.password_file.display(),
             a.acl_file.display()
-        ));
+        )),
+        // The demo's and the tests' brokers listen on 127.0.0.1 only.
+        None => out.push_str("allow_anonymous true\n"),
     }
     // As root Mosquitto would switch to the mosquitto user, who cannot write our folders.
     if crate::is_root() {
