@@ -9,6 +9,8 @@
 //! Run: `cargo xtask bench-ingest` (builds the release binaries, finds PostgreSQL, starts a private
 //! Mosquitto). Options after `--`: `--meters N` (default 205000).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -24,6 +26,8 @@ use tokio_postgres::types::Type;
 const CHANNELS: &str = "1.0.1.8.0,1.0.1.8.1,1.0.1.8.2,1.0.2.8.0";
 const FROM: &str = "2026-11-20T09:45:00Z";
 const TO: &str = "2026-11-20T10:00:00Z";
+const NEXT: &str = "2026-11-20T10:15:00Z";
+const LAST: &str = "2026-11-20T10:30:00Z";
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -57,6 +61,39 @@ async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 }
 
 fn simulate(meters: usize, url: &str, prefix: &str) -> anyhow::Result<serde_json::Value> {
+    simulate_span(meters, url, prefix, FROM, TO)
+}
+
+/// Publishes the interval (from, to] of every meter while polling the head-end; the moment
+/// `headend_readings_stored_total` reached `target`, and the simulator's summary.
+fn round(
+    headend: &Headend,
+    broker_url: &str,
+    meters: usize,
+    from: &'static str,
+    to: &'static str,
+    target: f64,
+) -> anyhow::Result<(DateTime<Utc>, serde_json::Value)> {
+    // Poll the head-end while the simulator runs, so the commit time is not delayed by the
+    // simulator's own exit.
+    let url = broker_url.to_string();
+    let sim = std::thread::spawn(move || simulate_span(meters, &url, "meters", from, to));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let committed_at = loop {
+        let m = headend.metrics()?;
+        if procs::metric(&m, "headend_readings_stored_total").unwrap_or(0.0) >= target {
+            break Utc::now();
+        }
+        if Instant::now() > deadline {
+            bail!("not all readings committed within 10 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let summary = sim.join().map_err(|_| anyhow::anyhow!("simulator thread panicked"))??;
+    Ok((committed_at, summary))
+}
+
+fn simulate_span(meters: usize, url: &str, prefix: &str, from: &str, to: &str) -> anyhow::Result<serde_json::Value> {
     let out = procs::run_bin(
         "meter-sim",
         &[
@@ -66,9 +103,9 @@ fn simulate(meters: usize, url: &str, prefix: &str) -> anyhow::Result<serde_json
             "--seed",
             "1",
             "--from",
-            FROM,
+            from,
             "--to",
-            TO,
+            to,
             "--channels",
             CHANNELS,
             "--url",
@@ -126,7 +163,12 @@ async fn raw_copy(url: &str) -> anyhow::Result<(usize, f64)> {
     let mut c = connect(url).await?;
     c.batch_execute("SET TIME ZONE 'UTC'").await?;
     let rows = c
-        .query("SELECT ts, value, meter_id, channel_id, flags FROM readings ORDER BY meter_id, channel_id, ts", &[])
+        // The first interval's rows: the round the pipeline's rate is measured on.
+        .query(
+            "SELECT ts, value, meter_id, channel_id, flags FROM readings WHERE ts <= $1::text::timestamptz
+             ORDER BY meter_id, channel_id, ts",
+            &[&TO],
+        )
         .await?;
     let rows: Vec<(DateTime<Utc>, i64, i32, i16, i16)> =
         rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect();
@@ -174,35 +216,57 @@ fn main() -> anyhow::Result<()> {
     };
     let headend = Headend::start(&spec, &dir.path().join("headend.log"))?;
     let expected = (meters * 4) as f64;
+    let api_clients: usize = arg("--api-clients").map_or(Ok(64), |m| m.parse()).context("--api-clients")?;
 
     eprintln!("bench: publishing {meters} meters × 1 interval × 4 channels through the head-end");
-    // Poll the head-end while the simulator runs, so the commit time is not delayed by the
-    // simulator's own exit.
-    let url = broker.url();
-    let sim = std::thread::spawn(move || simulate(meters, &url, "meters"));
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let committed_at = loop {
-        let m = headend.metrics()?;
-        if procs::metric(&m, "headend_readings_stored_total").unwrap_or(0.0) >= expected {
-            break Utc::now();
-        }
-        if Instant::now() > deadline {
-            bail!("not all readings committed within 10 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let summary = sim.join().map_err(|_| anyhow::anyhow!("simulator thread panicked"))??;
+    let (committed_at, summary) = round(&headend, &broker.url(), meters, FROM, TO, expected)?;
     let first_publish = ts(&summary, "first_publish")?;
     let last_publish = ts(&summary, "last_publish")?;
     let metrics = headend.metrics()?;
-    let rss = headend.proc.peak_rss_bytes().unwrap_or(0);
     let p99 = histogram_quantile(&metrics, "headend_ingest_delay_seconds", 0.99);
     let p50 = histogram_quantile(&metrics, "headend_ingest_delay_seconds", 0.50);
-    drop(headend);
     let total_s = (committed_at - first_publish).num_milliseconds() as f64 / 1000.0;
     let tail_s = (committed_at - last_publish).num_milliseconds() as f64 / 1000.0;
     let pipeline_rate = expected / total_s;
     let pipeline_msgs = meters as f64 / total_s;
+
+    // The next two intervals: one quiet, one while operators hammer the API (their own database
+    // pool, `http.database_connections`): how much API load takes from ingest.
+    eprintln!("bench: the next interval, quiet");
+    let (at, s2) = round(&headend, &broker.url(), meters, TO, NEXT, expected * 2.0)?;
+    let quiet_s = (at - ts(&s2, "first_publish")?).num_milliseconds() as f64 / 1000.0;
+    eprintln!("bench: the interval after, while {api_clients} API clients ask without pause");
+    let token = procs::operator_token(&db.url)?;
+    let base = format!("http://{}", headend.http);
+    let targets: Vec<(String, String)> = (0..api_clients)
+        .map(|k| {
+            let serial = format!("SIM{:08}", (k * 7919) % meters + 1);
+            let path = match k % 4 {
+                0 => "/api/v1/ops/summary".to_string(),
+                1 => "/api/v1/ops/meters".to_string(),
+                _ => format!("/api/v1/meters/{serial}/readings?from={FROM}&to={LAST}&obis=1.0.1.8.0,1.0.2.8.0"),
+            };
+            (format!("{base}{path}"), token.clone())
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let api = {
+        let stop = stop.clone();
+        let http = tests::httpload::client(api_clients);
+        rt.spawn(async move {
+            let done = move || stop.load(Ordering::Relaxed);
+            tests::httpload::load(&http, "api_during_ingest", Arc::new(targets), api_clients, Duration::ZERO, done)
+                .await
+        })
+    };
+    // Let the clients fill the API's pool before the round starts.
+    std::thread::sleep(Duration::from_secs(2));
+    let (at, s3) = round(&headend, &broker.url(), meters, NEXT, LAST, expected * 3.0)?;
+    stop.store(true, Ordering::Relaxed);
+    let api = rt.block_on(api)??;
+    let loaded_s = (at - ts(&s3, "first_publish")?).num_milliseconds() as f64 / 1000.0;
+    let rss = headend.proc.peak_rss_bytes().unwrap_or(0);
+    drop(headend);
 
     eprintln!("bench: raw binary COPY of the same rows into the same table");
     let (copied, copy_rate) = rt.block_on(raw_copy(&db.url))?;
@@ -225,8 +289,13 @@ fn main() -> anyhow::Result<()> {
         "simulator_publish_messages_per_s": publish_only.round(),
         "ratio_pipeline_to_raw_copy": (pipeline_rate / copy_rate * 100.0).round() / 100.0,
         "ratio_pipeline_to_raw_broker": (pipeline_msgs / broker_rate * 100.0).round() / 100.0,
+        "next_interval_quiet_first_publish_to_last_commit_s": quiet_s,
+        "next_interval_under_api_load_first_publish_to_last_commit_s": loaded_s,
+        "ratio_ingest_rate_under_api_load_to_quiet": (quiet_s / loaded_s * 100.0).round() / 100.0,
+        "api_clients": api_clients,
+        "api_during_ingest": api.json(),
     });
     println!("{}", serde_json::to_string_pretty(&result)?);
-    println!("reproduce: cargo xtask bench-ingest -- --meters {meters}");
+    println!("reproduce: cargo xtask bench-ingest --meters {meters} -- --api-clients {api_clients}");
     Ok(())
 }

@@ -29,9 +29,8 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, Datelike, Utc};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tests::broker::Broker;
+use tests::httpload::{for_seconds, load, Http, Run};
 use tests::pg::TestDatabase;
 use tests::procs::{self, Headend, HeadendSpec};
 
@@ -41,95 +40,6 @@ fn arg<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
         Some(v) => v.parse().map_err(|_| anyhow::anyhow!("{name}: cannot parse {v:?}")),
         None => Ok(default),
     }
-}
-
-type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
-
-/// Latencies of one measurement.
-struct Run {
-    name: &'static str,
-    latencies: Vec<Duration>,
-    errors: usize,
-    seconds: f64,
-}
-
-impl Run {
-    fn quantile(&self, q: f64) -> f64 {
-        let mut v: Vec<f64> = self.latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-        v.sort_by(f64::total_cmp);
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        v[((v.len() - 1) as f64 * q).round() as usize]
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "requests": self.latencies.len(),
-            "errors": self.errors,
-            "requests_per_s": (self.latencies.len() as f64 / self.seconds).round(),
-            "p50_ms": (self.quantile(0.50) * 10.0).round() / 10.0,
-            "p90_ms": (self.quantile(0.90) * 10.0).round() / 10.0,
-            "p99_ms": (self.quantile(0.99) * 10.0).round() / 10.0,
-            "max_ms": (self.quantile(1.0) * 10.0).round() / 10.0,
-        })
-    }
-}
-
-/// `clients` tasks, each asking for its own URL (with its own token) in a loop for `seconds`,
-/// waiting `think` between its requests (zero: a closed loop, the server's capacity).
-async fn load(
-    http: &Http,
-    name: &'static str,
-    targets: Arc<Vec<(String, String)>>,
-    clients: usize,
-    seconds: f64,
-    think: Duration,
-) -> anyhow::Result<Run> {
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for k in 0..clients {
-        let (http, targets) = (http.clone(), targets.clone());
-        tasks.push(tokio::spawn(async move {
-            let (url, token) = &targets[k % targets.len()];
-            let (mut lat, mut errors) = (Vec::new(), 0usize);
-            // Paced clients start spread over one think time, as people do.
-            if !think.is_zero() {
-                tokio::time::sleep(think.mul_f64(k as f64 / clients as f64)).await;
-            }
-            while Instant::now() < deadline {
-                let req = hyper::Request::get(url.as_str())
-                    .header("authorization", format!("Bearer {token}"))
-                    .body(Empty::<Bytes>::new())?;
-                let t = Instant::now();
-                match http.request(req).await {
-                    Ok(resp) => {
-                        let ok = resp.status().is_success();
-                        let body = resp.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
-                        lat.push(t.elapsed());
-                        if !ok || body == 0 {
-                            errors += 1;
-                        }
-                    }
-                    Err(_) => errors += 1,
-                }
-                if !think.is_zero() {
-                    tokio::time::sleep(think).await;
-                }
-            }
-            anyhow::Ok((lat, errors))
-        }));
-    }
-    let mut run = Run { name, latencies: Vec::new(), errors: 0, seconds: 0.0 };
-    for t in tasks {
-        let (lat, errors) = t.await??;
-        run.latencies.extend(lat);
-        run.errors += errors;
-    }
-    run.seconds = start.elapsed().as_secs_f64();
-    eprintln!("bench: {name}: {}", run.json());
-    Ok(run)
 }
 
 /// The month's readings query straight through tokio-postgres (no HTTP, no authentication), with
@@ -175,7 +85,7 @@ async fn raw_sql(
             anyhow::Ok(lat)
         }));
     }
-    let mut run = Run { name: "raw_sql_month_15min", latencies: Vec::new(), errors: 0, seconds: 0.0 };
+    let mut run = Run::new("raw_sql_month_15min");
     for t in tasks {
         run.latencies.extend(t.await??);
     }
@@ -296,16 +206,16 @@ fn main() -> anyhow::Result<()> {
     };
     let (from_s, to_s) = (from.format("%Y-%m-%dT%H:%M:%SZ").to_string(), to.format("%Y-%m-%dT%H:%M:%SZ").to_string());
     let result = rt.block_on(async {
-        let http: Http = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(clients).build_http();
+        let http: Http = tests::httpload::client(clients);
         let closed = Duration::ZERO;
-        let livez = load(&http, "livez", targets(&|_| "/livez".into()), clients, seconds, closed).await?;
+        let livez = load(&http, "livez", targets(&|_| "/livez".into()), clients, closed, for_seconds(seconds)).await?;
         let month_json = load(
             &http,
             "month_json",
             targets(&|h| format!("/api/v1/households/{}/consumption?resolution=day&date={month}", h.0)),
             clients,
-            seconds,
             closed,
+            for_seconds(seconds),
         )
         .await?;
         let month_page = load(
@@ -313,8 +223,8 @@ fn main() -> anyhow::Result<()> {
             "month_page",
             targets(&|h| format!("/portal/usage?household={}&view=month&date={month}", h.0)),
             clients,
-            seconds,
             closed,
+            for_seconds(seconds),
         )
         .await?;
         let month_15 = load(
@@ -322,8 +232,8 @@ fn main() -> anyhow::Result<()> {
             "month_15min_json",
             targets(&|h| format!("/api/v1/meters/{}/readings?from={from_s}&to={to_s}&obis=1.0.1.8.0", h.1)),
             clients,
-            seconds,
             closed,
+            for_seconds(seconds),
         )
         .await?;
         // One client alone (the service time), and 200 people who each wait 2 s between requests
@@ -332,16 +242,18 @@ fn main() -> anyhow::Result<()> {
             |h: &(String, String, i32)| format!("/api/v1/households/{}/consumption?resolution=day&date={month}", h.0);
         let month_page_url =
             |h: &(String, String, i32)| format!("/portal/usage?household={}&view=month&date={month}", h.0);
-        let one = load(&http, "month_json_1_client", targets(&month_json_url), 1, seconds, closed).await?;
+        let one = load(&http, "month_json_1_client", targets(&month_json_url), 1, closed, for_seconds(seconds)).await?;
         let think = Duration::from_secs(2);
         let json_paced =
-            load(&http, "month_json_paced_2s", targets(&month_json_url), clients, seconds * 2.0, think).await?;
+            load(&http, "month_json_paced_2s", targets(&month_json_url), clients, think, for_seconds(seconds * 2.0))
+                .await?;
         let page_paced =
-            load(&http, "month_page_paced_2s", targets(&month_page_url), clients, seconds * 2.0, think).await?;
+            load(&http, "month_page_paced_2s", targets(&month_page_url), clients, think, for_seconds(seconds * 2.0))
+                .await?;
         let ids: Vec<i32> = households.iter().map(|h| h.2).collect();
         let raw = raw_sql(&db.url, &ids, from, to, clients, seconds).await?;
         // The operator's first paint: the dashboard HTML and what it links, one client, 20 times.
-        let mut paint = Run { name: "ops_first_paint", latencies: Vec::new(), errors: 0, seconds: 0.0 };
+        let mut paint = Run::new("ops_first_paint");
         let t0 = Instant::now();
         for _ in 0..20 {
             let t = Instant::now();

@@ -7,6 +7,10 @@
 //! - [`broker`]: a private Mosquitto with the project's `config/mosquitto.conf`.
 //! - [`timescale`]: TimescaleDB built from the vendored source into the machine's PostgreSQL, and a
 //!   cluster that preloads it (the second storage path).
+//! - [`httpload`]: clients in a loop against the API, for the benchmarks.
+//! - [`model`]: the rows the simulator's model says the database must hold.
+//! - [`soak`]: hours of a paced fleet while the broker, PostgreSQL and the head-end are restarted or
+//!   killed at seeded points (`cargo xtask soak`, and a small fleet in the end-to-end tests).
 //! - [`procs`]: the workspace's binaries (`headend`, `meter-sim`) as child processes that are killed
 //!   when dropped.
 //!
@@ -14,9 +18,12 @@
 
 pub mod broker;
 pub mod browser;
+pub mod httpload;
+pub mod model;
 pub mod pg;
 pub mod procs;
 pub mod services;
+pub mod soak;
 pub mod timescale;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -11,6 +11,8 @@
 //! - `bench-portal`: 200 concurrent households on a month of readings (see BENCHMARKS.md).
 //! - `bench-storage`: bytes per reading, plain PostgreSQL against TimescaleDB compressed (see
 //!   BENCHMARKS.md).
+//! - `soak`: 205k meters for 6 simulated hours at 10× through broker restarts, PostgreSQL crashes
+//!   and head-end kills at seeded points, checked against the model (see BENCHMARKS.md).
 //! - `fuzz`: runs the cargo-fuzz targets for a while.
 //! - `chart`: renders, lints and validates the Helm chart (`helm/ci/run.sh`; also a step of `test`).
 
@@ -94,6 +96,15 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Soak: a fleet publishing simulated hours (paced) while the broker restarts, PostgreSQL
+    /// crashes and the head-end is killed at seeded points; every reading checked against the
+    /// model, memory sampled throughout.
+    Soak {
+        /// Extra arguments for the soak binary (--meters, --hours, --speed, --seed, --fault-seed,
+        /// --faults-per-kind, --outage-s, --sample-ms).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Render, lint and validate the Helm chart helm/headend (helm/ci/run.sh, Python venv cached
     /// outside the checkout).
     Chart,
@@ -122,6 +133,7 @@ fn run() -> anyhow::Result<()> {
         Cmd::BenchDlms { meters, auth, args } => bench_dlms(meters, &auth, &args),
         Cmd::BenchPortal { args } => bench_portal(&args),
         Cmd::BenchStorage { args } => bench_storage(&args),
+        Cmd::Soak { args } => soak(&args),
         Cmd::Fuzz { seconds } => fuzz(seconds),
         Cmd::Chart => chart_check(),
     }
@@ -431,6 +443,17 @@ fn bench_portal(args: &[String]) -> anyhow::Result<()> {
     let mut bench = cargo();
     bench.args(["bench", "-p", "tests", "--bench", "portal", "--"]).args(args).env("DATABASE_URL", &services.admin_url);
     step("portal benchmark", bench)
+}
+
+fn soak(args: &[String]) -> anyhow::Result<()> {
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "headend", "-p", "meter-sim", "--bins"]);
+    step("building release binaries", build)?;
+    // PostgreSQL's server binaries and Mosquitto (installed when missing); the soak runs its own.
+    Services::ensure(1883)?;
+    let mut soak = cargo();
+    soak.args(["bench", "-p", "tests", "--bench", "soak", "--"]).args(args);
+    step("soak", soak)
 }
 
 fn bench_storage(args: &[String]) -> anyhow::Result<()> {

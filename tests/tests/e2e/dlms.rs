@@ -988,3 +988,112 @@ fn dlms_clock_sync_and_remote_disconnect_are_carried_out_and_audited() {
     let summary = rig.stop_sim();
     assert_eq!(summary["clock_sets"].as_u64(), Some(drifting.len() as u64), "{summary}");
 }
+
+/// API requests stuck in the database — every connection of the API's pool
+/// (`http.database_connections` = 2) waiting on a lock an attacker or a runaway report holds, 32
+/// more clients asking without pause — hold up neither polling nor storage: register rounds every
+/// 15 s keep completing, every session ok, their readings stored. The API never takes more than its
+/// 2 connections, the requests beyond them get 503 instead of piling up, probes and metrics still
+/// answer, and once the lock goes the API answers again. (Were the API on the pollers' pool, the
+/// clients would take all its connections and the rounds would stall.)
+#[test]
+fn api_stuck_in_the_database_holds_up_neither_polling_nor_storage() {
+    const N: usize = 40;
+    const SEED: u64 = 53;
+    let mut rig = Rig::start("apistuck", N, SEED, &[]);
+    let config = CONFIG.replace("registers_every = \"1day\"", "registers_every = \"15s\"")
+        + "\n[http]\ndatabase_connections = 2\n";
+    let headend = rig.headend(&config);
+    let p = &rig.p;
+    let ok = |m: &str| {
+        procs::metric_labelled(m, "headend_poll_sessions_total", &[("protocol", "dlms"), ("outcome", "ok")])
+            .unwrap_or(0.0)
+    };
+    // The first round (everything due at start) is in.
+    let start = Instant::now();
+    while ok(&headend.metrics().expect("metrics")) < N as f64 {
+        assert!(start.elapsed() < Duration::from_secs(60), "first round not finished");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The lock: held by a transaction of the test until it rolls back.
+    let locker = p.rt.block_on(p.db.client()).expect("client");
+    p.rt.block_on(locker.batch_execute("BEGIN; LOCK TABLE billing_runs IN ACCESS EXCLUSIVE MODE")).expect("lock");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..32)
+        .map(|_| {
+            let (stop, token, addr) = (stop.clone(), p.token.clone(), headend.http);
+            std::thread::spawn(move || {
+                let mut statuses: HashMap<u16, usize> = HashMap::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let status = procs::http_get_auth(addr, "/api/v1/ops/buildings", &token).map_or(0, |(s, _)| s);
+                    *statuses.entry(status).or_default() += 1;
+                }
+                statuses
+            })
+        })
+        .collect();
+    let waiting = || {
+        p.query_i64(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock'
+             AND query LIKE '%billing_runs%'",
+            p.db.name
+        ))
+        .expect("pg_stat_activity")
+    };
+    let start = Instant::now();
+    while waiting() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the API's connections never reached the lock");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Two further register rounds while the API is stuck.
+    let before_ok = ok(&headend.metrics().expect("metrics"));
+    let before_rows = p.query_i64("SELECT count(*) FROM readings").expect("count");
+    let mut most_waiting = 0;
+    let start = Instant::now();
+    loop {
+        most_waiting = most_waiting.max(waiting());
+        let m = headend.metrics().expect("metrics while the API is stuck");
+        if ok(&m) >= before_ok + 2.0 * N as f64 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "polling stalled with the API: {} sessions ok since the lock; {m}",
+            ok(&m) - before_ok
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let m = headend.metrics().expect("metrics");
+    assert_eq!(procs::metric_sum(&m, "headend_poll_sessions_total"), ok(&m), "every session ok:\n{m}");
+    wait_stored_meters(p, N);
+    let after_rows = p.query_i64("SELECT count(*) FROM readings").expect("count");
+    assert!(
+        after_rows >= before_rows + 2 * 4 * N as i64,
+        "two rounds of four registers stored while the API was stuck: {before_rows} → {after_rows}"
+    );
+    assert_eq!(most_waiting, 2, "the API holds at most its own 2 connections");
+    assert_eq!(procs::http_get(headend.http, "/livez").expect("livez").0, 200);
+
+    // The lock goes: the API answers again.
+    p.rt.block_on(locker.batch_execute("ROLLBACK")).expect("unlock");
+    let start = Instant::now();
+    loop {
+        if procs::http_get_auth(headend.http, "/api/v1/ops/buildings", &p.token).expect("GET").0 == 200 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the API did not come back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut statuses: HashMap<u16, usize> = HashMap::new();
+    for c in clients {
+        for (s, n) in c.join().expect("client thread") {
+            *statuses.entry(s).or_default() += n;
+        }
+    }
+    assert!(statuses.get(&503).copied().unwrap_or(0) > 0, "requests beyond the pool were refused: {statuses:?}");
+    assert!(statuses.keys().all(|s| [200, 503].contains(s)), "only answers or busy: {statuses:?}");
+    drop(headend);
+}

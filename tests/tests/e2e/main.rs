@@ -7,7 +7,7 @@ mod dlms;
 mod harness;
 mod ingest;
 mod modbus;
-mod model;
+use tests::model;
 mod mqtt_auth;
 mod ops;
 mod pipeline;
