@@ -137,7 +137,7 @@ pub async fn run(
                     let held = tokio::select! {
                         biased;
                         _ = shutdown.cancelled() => continue,
-                        h = budget.hold(p.payload.len() + p.topic.len() + 64) => h,
+                        h = budget.hold(crate::writer::publish_cost(p.payload.len(), p.topic.len())) => h,
                     };
                     if tx.send((p, epoch, held)).await.is_err() {
                         tracing::error!("the intake stopped (the writer is gone); leaving the broker");

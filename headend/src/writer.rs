@@ -150,12 +150,25 @@ impl Drop for Held {
     }
 }
 
+/// Bytes every message holds of the [`Budget`] beyond its own: its bookkeeping (acknowledgement
+/// token, queue slot).
+pub const MESSAGE_OVERHEAD: usize = 64;
+
+/// Bytes a received MQTT publish holds of the [`Budget`] until its batch commits (taken before it
+/// is parsed, so from its payload and topic).
+pub fn publish_cost(payload: usize, topic: usize) -> usize {
+    payload + topic + MESSAGE_OVERHEAD
+}
+
 impl Envelope {
     /// Bytes this message holds of the budget: its raw bytes (a dead letter's payload shares them
     /// or replaces them), its rows and its origin.
     fn cost(&self) -> usize {
         let dead = self.dead.as_ref().map_or(0, |d| d.payload.len() + d.detail.len());
-        self.raw.len().max(dead) + self.rows.len() * std::mem::size_of::<Reading>() + self.origin.len() + 64
+        self.raw.len().max(dead)
+            + self.rows.len() * std::mem::size_of::<Reading>()
+            + self.origin.len()
+            + MESSAGE_OVERHEAD
     }
 }
 

@@ -6,7 +6,9 @@
 //!
 //! Run: `cargo xtask soak` (release binaries; 205,000 meters, 6 hours at 10×: 36 minutes of
 //! publishing). Options after `--`: `--meters N`, `--hours H`, `--speed S`, `--seed N`,
-//! `--fault-seed N`, `--faults-per-kind N` (2), `--outage-s N` (5), `--sample-ms N` (1000).
+//! `--fault-seed N`, `--faults-per-kind N` (2), `--outage-s N` (5), `--sample-ms N` (1000),
+//! `--aim-window-s W` (faults moved into the first W seconds of an interval, its burst; default
+//! anywhere).
 
 use std::time::Duration;
 
@@ -35,6 +37,10 @@ fn main() -> anyhow::Result<()> {
         seed: arg("--seed", 1)?,
         fault_seed: arg("--fault-seed", 1)?,
         faults_per_kind: arg("--faults-per-kind", 2)?,
+        aim_window: match arg("--aim-window-s", 0.0)? {
+            w if w > 0.0 => Some(Duration::from_secs_f64(w)),
+            _ => None,
+        },
         outage: Duration::from_secs(arg("--outage-s", 5)?),
         sample_every: Duration::from_millis(arg("--sample-ms", 1000)?),
         dir: dir.path().to_path_buf(),
@@ -58,8 +64,14 @@ fn main() -> anyhow::Result<()> {
     };
     println!("{}", serde_json::to_string_pretty(&result.report())?);
     println!(
-        "reproduce: cargo xtask soak -- --meters {} --hours {} --speed {} --seed {} --fault-seed {} --faults-per-kind {}",
-        cfg.meters, cfg.hours, cfg.speed, cfg.seed, cfg.fault_seed, cfg.faults_per_kind
+        "reproduce: cargo xtask soak -- --meters {} --hours {} --speed {} --seed {} --fault-seed {} --faults-per-kind {}{}",
+        cfg.meters,
+        cfg.hours,
+        cfg.speed,
+        cfg.seed,
+        cfg.fault_seed,
+        cfg.faults_per_kind,
+        cfg.aim_window.map_or(String::new(), |w| format!(" --aim-window-s {}", w.as_secs_f64()))
     );
     Ok(())
 }

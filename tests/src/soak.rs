@@ -69,10 +69,22 @@ impl SplitMix {
     }
 }
 
+/// Where in the run faults fall.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Aim {
+    /// Anywhere: most points fall between two intervals' bursts, when nothing is in flight.
+    Anywhere,
+    /// Moved to the start of the interval they fall in (interval k is published `k × interval_s`
+    /// after the start) plus a random part of `window_s`: while that interval's messages are
+    /// being received, written and acknowledged.
+    Bursts { interval_s: f64, window_s: f64 },
+}
+
 /// The fault points of a run of `run_s` real seconds: `per_kind` of each kind in an order drawn
 /// from `seed`, each at a random point in the first half of its own slot of the run's middle 80 %,
-/// so two faults are at least half a slot apart and none falls on the first or last tenth.
-pub fn schedule(seed: u64, per_kind: u32, run_s: f64) -> Vec<(f64, FaultKind)> {
+/// so two faults are at least half a slot apart and none falls on the first or last tenth; then
+/// aimed (see [`Aim`]).
+pub fn schedule(seed: u64, per_kind: u32, run_s: f64, aim: Aim) -> Vec<(f64, FaultKind)> {
     let mut rng = SplitMix(seed);
     let mut kinds = Vec::new();
     for _ in 0..per_kind {
@@ -84,7 +96,20 @@ pub fn schedule(seed: u64, per_kind: u32, run_s: f64) -> Vec<(f64, FaultKind)> {
     }
     let (lo, hi) = (0.1 * run_s, 0.9 * run_s);
     let slot = (hi - lo) / kinds.len().max(1) as f64;
-    kinds.into_iter().enumerate().map(|(i, k)| (lo + slot * i as f64 + rng.unit() * slot * 0.5, k)).collect()
+    kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let at = lo + slot * i as f64 + rng.unit() * slot * 0.5;
+            let at = match aim {
+                Aim::Anywhere => at,
+                Aim::Bursts { interval_s, window_s } => {
+                    (at / interval_s).floor().max(1.0) * interval_s + rng.unit() * window_s
+                }
+            };
+            (at, k)
+        })
+        .collect()
 }
 
 /// How a soak runs.
@@ -103,6 +128,8 @@ pub struct SoakConfig {
     pub fault_seed: u64,
     /// Faults of each kind (broker restart, database crash, head-end kill).
     pub faults_per_kind: u32,
+    /// Aim the faults at the intervals' bursts: the first `window` of an interval.
+    pub aim_window: Option<Duration>,
     /// How long the broker and the database stay down.
     pub outage: Duration,
     /// How often progress and memory are sampled.
@@ -256,7 +283,11 @@ pub fn run(cfg: &SoakConfig) -> anyhow::Result<Soak> {
     let mut sim = Proc::spawn("meter-sim", sim_cmd, &sim_log)?;
 
     let run_s = f64::from(cfg.hours) * 3600.0 / cfg.speed;
-    let mut plan = schedule(cfg.fault_seed, cfg.faults_per_kind, run_s).into_iter().peekable();
+    let aim = match cfg.aim_window {
+        Some(w) => Aim::Bursts { interval_s: INTERVAL_S / cfg.speed, window_s: w.as_secs_f64() },
+        None => Aim::Anywhere,
+    };
+    let mut plan = schedule(cfg.fault_seed, cfg.faults_per_kind, run_s, aim).into_iter().peekable();
     let mut probe = Probe { url: db.url.clone(), client: None };
     let ledger = "SELECT sum(received)::bigint FROM read_ledger";
     let mut samples: Vec<Sample> = Vec::new();
@@ -513,9 +544,9 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_fault_points_spread_over_the_run() {
-        let a = schedule(7, 2, 2160.0);
-        assert_eq!(a, schedule(7, 2, 2160.0));
-        assert_ne!(a, schedule(8, 2, 2160.0));
+        let a = schedule(7, 2, 2160.0, Aim::Anywhere);
+        assert_eq!(a, schedule(7, 2, 2160.0, Aim::Anywhere));
+        assert_ne!(a, schedule(8, 2, 2160.0, Aim::Anywhere));
         assert_eq!(a.len(), 6);
         for kind in [FaultKind::BrokerRestart, FaultKind::DatabaseCrash, FaultKind::HeadendKill] {
             assert_eq!(a.iter().filter(|(_, k)| *k == kind).count(), 2, "{a:?}");
@@ -527,6 +558,18 @@ mod tests {
             assert!(*at >= lo && *at < lo + slot / 2.0, "fault {i} at {at}: {a:?}");
         }
         assert!(a.windows(2).all(|w| w[1].0 - w[0].0 >= slot / 2.0), "{a:?}");
-        assert!(schedule(7, 0, 100.0).is_empty());
+        assert!(schedule(7, 0, 100.0, Aim::Anywhere).is_empty());
+    }
+
+    #[test]
+    fn aimed_faults_fall_at_the_start_of_an_interval() {
+        let aim = Aim::Bursts { interval_s: 90.0, window_s: 9.0 };
+        let a = schedule(3, 2, 2160.0, aim);
+        assert_eq!(a.len(), 6);
+        for (at, _) in &a {
+            let into = at % 90.0;
+            assert!(*at >= 90.0 && into < 9.0, "{at} is {into} s into its interval: {a:?}");
+        }
+        assert!(a.windows(2).all(|w| w[1].0 > w[0].0), "in order, apart: {a:?}");
     }
 }

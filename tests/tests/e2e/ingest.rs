@@ -552,7 +552,8 @@ fn received_bytes_held_stay_within_the_byte_budget_under_oversize_payloads() {
 
 /// The soak at a small scale (`cargo xtask soak` runs 205k meters for 6 simulated hours): a
 /// thousand meters publish six simulated hours paced at 600× while the broker restarts,
-/// PostgreSQL crashes and the head-end is SIGKILLed at seeded points. Every reading of the model
+/// PostgreSQL crashes and the head-end is SIGKILLed at seeded points, each aimed at an interval's
+/// burst (messages received, being written and acknowledged). Every reading of the model
 /// is stored once and equal to the model, every interval completes, nothing is dead-lettered.
 #[test]
 fn soak_through_broker_restart_database_crash_and_kill_stores_every_reading_once() {
@@ -565,6 +566,8 @@ fn soak_through_broker_restart_database_crash_and_kill_stores_every_reading_once
         seed: 23,
         fault_seed: 5,
         faults_per_kind: 1,
+        // Each fault while an interval's 1,000 messages are in flight (they take ~0.2 s here).
+        aim_window: Some(Duration::from_millis(150)),
         outage: Duration::from_secs(2),
         sample_every: Duration::from_millis(100),
         dir: dir.path().to_path_buf(),
