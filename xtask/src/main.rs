@@ -269,6 +269,54 @@ fn demo_password() -> String {
     format!("demo-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
 }
 
+/// The demo's broker with per-meter logins (`headend mqtt-users`).
+struct DemoBroker {
+    _broker: tests::broker::Broker,
+    /// Without credentials: the simulator derives each meter's from the secret.
+    broker_url: String,
+    /// With the head-end's reader login.
+    headend_url: String,
+    secret: std::path::PathBuf,
+    users: std::path::PathBuf,
+}
+
+/// A site secret (made once, kept in `.data`), the broker's users and ACL from the imported
+/// inventory, a private Mosquitto that applies them.
+fn demo_broker(data: &std::path::Path, env: &[(&str, &str)]) -> anyhow::Result<DemoBroker> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let secret = data.join("demo-mqtt-site-secret");
+    if !secret.exists() {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&secret)?;
+        writeln!(f, "{}", demo_password())?;
+    }
+    let users = data.join("demo-broker-users");
+    let reader = demo_password();
+    let mut cmd = Command::new(procs::bin("headend")?);
+    cmd.args(["mqtt-users", "--secret-file"]).arg(&secret).arg("--out").arg(&users).env_remove("HEADEND_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child.stdin.take().context("stdin")?.write_all(format!("{reader}\n").as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("headend mqtt-users: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let broker = tests::broker::Broker::temporary_with_auth(&tests::broker::BrokerAuth {
+        password_file: users.join("passwd"),
+        acl_file: users.join("acl"),
+    })?;
+    let broker_url = broker.url();
+    let headend_url = broker_url.replacen("mqtt://", &format!("mqtt://headend:{reader}@"), 1);
+    eprintln!("xtask: broker {broker_url} with per-meter logins (users and ACL in {})", users.display());
+    Ok(DemoBroker { _broker: broker, broker_url, headend_url, secret, users })
+}
+
 fn demo(meters: usize, hours: u32, seed: u64, listen: &str, exit: bool) -> anyhow::Result<()> {
     let data = tests::repo_root().join(".data");
     std::fs::create_dir_all(&data)?;
@@ -308,10 +356,16 @@ fn demo(meters: usize, hours: u32, seed: u64, listen: &str, exit: bool) -> anyho
     let report = procs::run_bin("headend", &["inventory", "import", &inv], &env)?;
     eprintln!("xtask: inventory import: {}", report.trim());
 
+    // Meters log in to the broker as themselves, as in production (unless MQTT_URL names a broker).
+    let secured = match std::env::var_os("MQTT_URL") {
+        None if meters + DEMO_SILENT <= 5000 => Some(demo_broker(&data, &env)?),
+        _ => None,
+    };
+    let headend_mqtt = secured.as_ref().map_or(services.mqtt_url.clone(), |b| b.headend_url.clone());
     let http: std::net::SocketAddr = listen.parse().context("--listen")?;
     let spec = HeadendSpec {
         database_url: db_url.clone(),
-        mqtt_url: services.mqtt_url.clone(),
+        mqtt_url: headend_mqtt,
         client_id: "headend-demo".into(),
         subscription: "meters/+/readings".into(),
         env: vec![("HEADEND_HTTP__LISTEN".into(), http.to_string())],
@@ -336,9 +390,24 @@ fn demo(meters: usize, hours: u32, seed: u64, listen: &str, exit: bool) -> anyho
         let mut args =
             vec!["mqtt", "--meters", &n_s, "--seed", &seed_s, "--from", &from_s, "--to", &to_s, "--no-progress"];
         if faults {
-            args.extend(["--duplicates", "0.01", "--malformed", "0.001", "--unknown-meters", "0.001"]);
+            args.extend(["--duplicates", "0.01", "--malformed", "0.001"]);
         }
-        let summary = procs::run_bin("meter-sim", &args, &env)?;
+        let secret;
+        let sim_env: Vec<(&str, &str)> = match &secured {
+            Some(b) => {
+                secret = b.secret.to_string_lossy().to_string();
+                args.extend(["--per-meter-connections", "--password-secret", &secret]);
+                vec![("MQTT_URL", b.broker_url.as_str())]
+            }
+            // Without per-meter logins a publisher may also speak for meters not in the inventory.
+            None => {
+                if faults {
+                    args.extend(["--unknown-meters", "0.001"]);
+                }
+                env.to_vec()
+            }
+        };
+        let summary = procs::run_bin("meter-sim", &args, &sim_env)?;
         let summary: serde_json::Value = serde_json::from_str(summary.trim()).context("simulator summary")?;
         eprintln!("xtask: simulator: {summary}");
         published += summary["messages"].as_f64().unwrap_or(0.0);
@@ -386,10 +455,18 @@ fn demo(meters: usize, hours: u32, seed: u64, listen: &str, exit: bool) -> anyho
          admin             http://{http}/login   user admin      password {admin_pw}\n  \
          activation        http://{http}/activate   code {}   (a new household account for H00000003)\n  \
          API               http://{http}/api/openapi.json   (tokens: headend account token --username operator --name NAME)\n  \
+         broker            {}\n  \
          metrics           http://{http}/metrics\n  \
          database          psql {db_url}   (tables readings, dead_letters, meters, bills; view readings_decoded)\n  \
          head-end log      {}\n",
         invite["activation_code"].as_str().unwrap_or("?"),
+        secured.as_ref().map_or(format!("{} (MQTT_URL)", services.mqtt_url), |b| format!(
+            "{} — each meter logs in as its serial (password from the site secret {}), \
+             anonymous clients refused, users and ACL in {}",
+            b.broker_url,
+            b.secret.display(),
+            b.users.display()
+        )),
         log.display()
     );
     if exit {
