@@ -7,7 +7,8 @@
 //!   partition, same primary key) in one transaction.
 //!
 //! Run: `cargo xtask bench-ingest` (builds the release binaries, finds PostgreSQL, starts a private
-//! Mosquitto). Options after `--`: `--meters N` (default 205000).
+//! Mosquitto). Options after `--`: `--api-clients N` (64) and `--api-connections N` (8, the API's
+//! database pool) for the interval published under API load.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -207,16 +208,22 @@ fn main() -> anyhow::Result<()> {
         c.execute("SELECT headend_ensure_partition('2026-11-20')", &[]).await?;
         anyhow::Ok(())
     })?;
+    let api_clients: usize = arg("--api-clients").map_or(Ok(64), |m| m.parse()).context("--api-clients")?;
+    // The API's own pool (`http.database_connections`, default 8).
+    let api_connections: usize = arg("--api-connections").map_or(Ok(8), |m| m.parse()).context("--api-connections")?;
     let spec = HeadendSpec {
         database_url: db.url.clone(),
         mqtt_url: broker.url(),
         client_id: "headend-bench".into(),
         subscription: "meters/+/readings".into(),
-        env: vec![("HEADEND_INGEST__MAX_AGE".into(), "3650days".into()), ("RUST_LOG".into(), "warn".into())],
+        env: vec![
+            ("HEADEND_INGEST__MAX_AGE".into(), "3650days".into()),
+            ("RUST_LOG".into(), "warn".into()),
+            ("HEADEND_HTTP__DATABASE_CONNECTIONS".into(), api_connections.to_string()),
+        ],
     };
     let headend = Headend::start(&spec, &dir.path().join("headend.log"))?;
     let expected = (meters * 4) as f64;
-    let api_clients: usize = arg("--api-clients").map_or(Ok(64), |m| m.parse()).context("--api-clients")?;
 
     eprintln!("bench: publishing {meters} meters × 1 interval × 4 channels through the head-end");
     let (committed_at, summary) = round(&headend, &broker.url(), meters, FROM, TO, expected)?;
@@ -293,9 +300,12 @@ fn main() -> anyhow::Result<()> {
         "next_interval_under_api_load_first_publish_to_last_commit_s": loaded_s,
         "ratio_ingest_rate_under_api_load_to_quiet": (quiet_s / loaded_s * 100.0).round() / 100.0,
         "api_clients": api_clients,
+        "api_database_connections": api_connections,
         "api_during_ingest": api.json(),
     });
     println!("{}", serde_json::to_string_pretty(&result)?);
-    println!("reproduce: cargo xtask bench-ingest --meters {meters} -- --api-clients {api_clients}");
+    println!(
+        "reproduce: cargo xtask bench-ingest --meters {meters} -- --api-clients {api_clients} --api-connections {api_connections}"
+    );
     Ok(())
 }
