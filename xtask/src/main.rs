@@ -230,20 +230,7 @@ fn demo_account(
     household: Option<&str>,
     password: &str,
 ) -> anyhow::Result<()> {
-    use std::io::Write;
-    let run = |args: &[&str]| -> anyhow::Result<std::process::Output> {
-        let mut cmd = Command::new(procs::bin("headend")?);
-        cmd.args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn()?;
-        child.stdin.take().context("stdin")?.write_all(format!("{password}\n").as_bytes())?;
-        Ok(child.wait_with_output()?)
-    };
+    let run = |args: &[&str]| headend_with_input(env, args, password);
     let mut args = vec!["account", "create", "--username", username, "--role", role, "--password-stdin"];
     if let Some(h) = household {
         args.extend(["--household", h]);
@@ -258,6 +245,23 @@ fn demo_account(
         bail!("demo account {username}: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
+}
+
+/// Runs `headend ARGS` with `input` and a newline on standard input (a password, never an
+/// argument); its output.
+fn headend_with_input(env: &[(&str, &str)], args: &[&str], input: &str) -> anyhow::Result<std::process::Output> {
+    use std::io::Write;
+    let mut cmd = Command::new(procs::bin("headend")?);
+    cmd.args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn()?;
+    child.stdin.take().context("stdin")?.write_all(format!("{input}\n").as_bytes())?;
+    Ok(child.wait_with_output()?)
 }
 
 /// A readable random password for the demo logins (printed once, on this machine only).
@@ -292,18 +296,8 @@ fn demo_broker(data: &std::path::Path, env: &[(&str, &str)]) -> anyhow::Result<D
     }
     let users = data.join("demo-broker-users");
     let reader = demo_password();
-    let mut cmd = Command::new(procs::bin("headend")?);
-    cmd.args(["mqtt-users", "--secret-file"]).arg(&secret).arg("--out").arg(&users).env_remove("HEADEND_CONFIG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    child.stdin.take().context("stdin")?.write_all(format!("{reader}\n").as_bytes())?;
-    let out = child.wait_with_output()?;
+    let (secret_s, users_s) = (secret.to_string_lossy().to_string(), users.to_string_lossy().to_string());
+    let out = headend_with_input(env, &["mqtt-users", "--secret-file", &secret_s, "--out", &users_s], &reader)?;
     if !out.status.success() {
         bail!("headend mqtt-users: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -460,7 +454,7 @@ fn demo(meters: usize, hours: u32, seed: u64, listen: &str, exit: bool) -> anyho
          database          psql {db_url}   (tables readings, dead_letters, meters, bills; view readings_decoded)\n  \
          head-end log      {}\n",
         invite["activation_code"].as_str().unwrap_or("?"),
-        secured.as_ref().map_or(format!("{} (MQTT_URL)", services.mqtt_url), |b| format!(
+        secured.as_ref().map_or(format!("{} (no per-meter logins)", services.mqtt_url), |b| format!(
             "{} — each meter logs in as its serial (password from the site secret {}), \
              anonymous clients refused, users and ACL in {}",
             b.broker_url,
